@@ -1,0 +1,36 @@
+"""Where repoctx keeps its files: platformdirs locations, all under REPOCTX_HOME when set."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+
+APP = "repoctx"
+
+
+def _home() -> Path | None:
+    value = os.environ.get("REPOCTX_HOME")
+    return Path(value).expanduser() if value else None
+
+
+def cache_dir() -> Path:
+    home = _home()
+    return home / "cache" if home else Path(platformdirs.user_cache_dir(APP))
+
+
+def config_dir() -> Path:
+    home = _home()
+    return home / "config" if home else Path(platformdirs.user_config_dir(APP))
+
+
+def data_dir() -> Path:
+    home = _home()
+    return home / "data" if home else Path(platformdirs.user_data_dir(APP))
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create ``path`` readable by its owner only: caches hold the user's code."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
