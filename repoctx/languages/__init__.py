@@ -51,4 +51,11 @@ def get_language(name: str) -> LanguageSpec:
     return spec
 
 
-__all__ = ["LANGUAGES", "ImportRef", "LanguageSpec", "RepoIndex", "get_language", "language_for_path"]
+__all__ = [
+    "LANGUAGES",
+    "ImportRef",
+    "LanguageSpec",
+    "RepoIndex",
+    "get_language",
+    "language_for_path",
+]
