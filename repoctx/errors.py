@@ -13,8 +13,10 @@ Every message says what to do next. Front ends catch ``RepoctxError`` at their e
     │   └── NothingToPackError
     ├── ConfigError           a config file cannot be read (exit 2)
     ├── ModelError            the model file cannot be used (exit 4)
-    │   └── TokenizerError
+    │   ├── TokenizerError
+    │   └── DownloadError     a model cannot be downloaded or verified
     └── CacheError            a cache cannot be written at all (exit 5)
+        └── StateLoadError    llama.cpp rejected a saved KV state (the store removes it)
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ class PathNotFoundError(UsageError):
         super().__init__(f"{path}: no such file or directory; pass the path of a repository folder")
 
 
-class NotADirectoryError_(UsageError):  # noqa: N801 - the builtin name is taken
+class NotADirectoryError_(UsageError):  # the builtin name is taken
     def __init__(self, path: str) -> None:
         super().__init__(f"{path}: is a file, not a directory; pass the repository's folder")
 
@@ -79,5 +81,20 @@ class TokenizerError(ModelError):
     pass
 
 
+class DownloadError(ModelError):
+    """A model could not be downloaded or did not verify; the message says what to do."""
+
+
 class CacheError(RepoctxError):
     exit_code = 5
+
+
+class StateLoadError(CacheError):
+    """Raised by the engine's reader when llama.cpp cannot load a saved KV state file. The KV
+    store catches it, removes the state and the engine evaluates the prompt again."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            f"{detail}; the saved state is unusable: it is removed and the prompt evaluated again"
+        )
+        self.detail = detail
