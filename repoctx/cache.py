@@ -1,0 +1,200 @@
+"""A small content-keyed store for per-file results (imports, token counts, git history).
+
+Keys are content identities (git blob ids, commit ids, tokenizer fingerprints), never mtimes,
+so a hit is always right. The store is one SQLite database: writes are atomic, a second process
+waits on SQLite's lock, the size is capped with least-recently-used eviction, and a corrupt or
+unwritable database is replaced (or, failing that, kept in memory) with a notice instead of
+failing the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from repoctx import paths
+from repoctx.events import EventSink, Notice, ignore_events
+
+DEFAULT_CAP_BYTES = 256 * 1024 * 1024
+_CHUNK = 500
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    namespace TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    used REAL NOT NULL,
+    PRIMARY KEY (namespace, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS entries_used ON entries (used);
+"""
+
+
+class ContentCache:
+    """JSON values by ``(namespace, key)``. Use ``ContentCache.open()`` for the user's cache,
+    ``ContentCache.memory()`` for a throwaway one."""
+
+    def __init__(
+        self,
+        location: Path | None,
+        cap_bytes: int = DEFAULT_CAP_BYTES,
+        on_event: EventSink = ignore_events,
+    ) -> None:
+        self.location = location
+        self.cap_bytes = cap_bytes
+        self._on_event = on_event
+        self._db = self._connect()
+
+    @classmethod
+    def open(cls, on_event: EventSink = ignore_events) -> ContentCache:
+        return cls(paths.cache_dir() / "index.sqlite3", on_event=on_event)
+
+    @classmethod
+    def memory(cls) -> ContentCache:
+        return cls(None)
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.location is None:
+            return _initialised(sqlite3.connect(":memory:"))
+        try:
+            paths.ensure_private_dir(self.location.parent)
+            return _initialised(_open_file(self.location))
+        except sqlite3.DatabaseError:
+            self._notice(f"cache {self.location} was corrupt; rebuilding it")
+            _remove_database(self.location)
+        except OSError as error:
+            self._notice(f"cache {self.location} cannot be used ({error}); caching in memory")
+            self.location = None
+            return _initialised(sqlite3.connect(":memory:"))
+        try:
+            return _initialised(_open_file(self.location))
+        except (sqlite3.DatabaseError, OSError) as error:
+            self._notice(f"cache {self.location} cannot be rebuilt ({error}); caching in memory")
+            self.location = None
+            return _initialised(sqlite3.connect(":memory:"))
+
+    def _notice(self, message: str) -> None:
+        self._on_event(Notice(message))
+
+    def _recover(self, error: sqlite3.Error) -> None:
+        self._notice(f"cache {self.location} failed ({error}); rebuilding it")
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()
+        if self.location is not None:
+            _remove_database(self.location)
+        self._db = self._connect()
+
+    def get_many(self, namespace: str, keys: Iterable[str]) -> dict[str, Any]:
+        """The stored values of those ``keys`` that are present."""
+        wanted = list(dict.fromkeys(keys))
+        try:
+            found = self._select(namespace, wanted)
+        except sqlite3.Error as error:
+            self._recover(error)
+            return {}
+        result: dict[str, Any] = {}
+        for key, raw in found:
+            with contextlib.suppress(ValueError):
+                result[key] = json.loads(raw)
+        return result
+
+    def _select(self, namespace: str, keys: list[str]) -> list[tuple[str, bytes]]:
+        rows: list[tuple[str, bytes]] = []
+        now = time.time()
+        with self._db:
+            for start in range(0, len(keys), _CHUNK):
+                chunk = keys[start : start + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                args = [namespace, *chunk]
+                rows += self._db.execute(
+                    f"SELECT key, value FROM entries WHERE namespace=? AND key IN ({marks})", args
+                ).fetchall()
+                self._db.execute(
+                    f"UPDATE entries SET used=? WHERE namespace=? AND key IN ({marks})",
+                    [now, *args],
+                )
+        return rows
+
+    def get(self, namespace: str, key: str) -> Any | None:
+        return self.get_many(namespace, [key]).get(key)
+
+    def put_many(self, namespace: str, items: Mapping[str, Any]) -> None:
+        if not items:
+            return
+        now = time.time()
+        rows = []
+        for key, value in items.items():
+            raw = json.dumps(value, separators=(",", ":")).encode()
+            rows.append((namespace, key, raw, len(raw) + len(key) + 32, now))
+        try:
+            with self._db:
+                self._db.executemany("INSERT OR REPLACE INTO entries VALUES (?,?,?,?,?)", rows)
+            self._evict()
+        except sqlite3.Error as error:
+            self._recover(error)
+
+    def put(self, namespace: str, key: str, value: Any) -> None:
+        self.put_many(namespace, {key: value})
+
+    def _evict(self) -> None:
+        total = self.size_bytes()
+        if total <= self.cap_bytes:
+            return
+        target = int(self.cap_bytes * 0.8)
+        with self._db:
+            rows = self._db.execute("SELECT namespace, key, size FROM entries ORDER BY used")
+            doomed = []
+            for namespace, key, size in rows:
+                if total <= target:
+                    break
+                doomed.append((namespace, key))
+                total -= size
+            self._db.executemany("DELETE FROM entries WHERE namespace=? AND key=?", doomed)
+
+    def size_bytes(self) -> int:
+        row = self._db.execute("SELECT COALESCE(SUM(size), 0) FROM entries").fetchone()
+        return int(row[0])
+
+    def stats(self) -> dict[str, tuple[int, int]]:
+        """Namespace -> (entries, bytes)."""
+        rows = self._db.execute(
+            "SELECT namespace, COUNT(*), SUM(size) FROM entries GROUP BY namespace"
+        ).fetchall()
+        return {namespace: (int(count), int(size)) for namespace, count, size in rows}
+
+    def clear(self) -> None:
+        with self._db:
+            self._db.execute("DELETE FROM entries")
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _open_file(location: Path) -> sqlite3.Connection:
+    fresh = not location.exists()
+    db = sqlite3.connect(location, timeout=30.0, isolation_level=None)
+    if fresh:
+        os.chmod(location, 0o600)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA quick_check(1)").fetchone()
+    return db
+
+
+def _initialised(db: sqlite3.Connection) -> sqlite3.Connection:
+    db.isolation_level = None
+    db.executescript(_SCHEMA)
+    db.isolation_level = "DEFERRED"
+    return db
+
+
+def _remove_database(location: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(OSError):
+            os.unlink(f"{location}{suffix}")

@@ -1,0 +1,87 @@
+"""Shared fixtures: a private REPOCTX_HOME for the whole run, and real git repositories built
+in temporary folders."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+LLAMA3_VOCAB = DATA / "ggml-vocab-llama-bpe.gguf"
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Test",
+    "GIT_AUTHOR_EMAIL": "test@example.invalid",
+    "GIT_COMMITTER_NAME": "Test",
+    "GIT_COMMITTER_EMAIL": "test@example.invalid",
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    home = tmp_path_factory.mktemp("repoctx-home")
+    previous = os.environ.get("REPOCTX_HOME")
+    os.environ["REPOCTX_HOME"] = str(home)
+    os.environ.pop("REPOCTX_MODEL", None)
+    os.environ.pop("REPOCTX_BUDGET", None)
+    yield home
+    if previous is None:
+        os.environ.pop("REPOCTX_HOME", None)
+    else:
+        os.environ["REPOCTX_HOME"] = previous
+
+
+def git(repo: Path, *args: str, when: int | None = None) -> str:
+    env = {**os.environ, **GIT_ENV}
+    if when is not None:
+        env["GIT_AUTHOR_DATE"] = env["GIT_COMMITTER_DATE"] = f"@{when} +0000"
+    done = subprocess.run(
+        ["git", "-C", str(repo), *args], env=env, check=True, capture_output=True, text=True
+    )
+    return done.stdout
+
+
+def write_files(root: Path, files: Mapping[str, str | bytes]) -> None:
+    for name, content in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+
+
+MakeRepo = Callable[..., Path]
+
+
+@pytest.fixture
+def make_repo(tmp_path: Path) -> MakeRepo:
+    """``make_repo({"a.py": "..."}, name="proj", commits=[({...}, when), ...])``: a git
+    repository whose first commit holds ``files``; each later commit writes its files at its
+    unix time."""
+
+    def make(
+        files: Mapping[str, str | bytes],
+        name: str = "proj",
+        commits: list[tuple[Mapping[str, str | bytes], int]] | None = None,
+        when: int = 1_600_000_000,
+        parent: Path | None = None,
+    ) -> Path:
+        repo = (parent or tmp_path) / name
+        repo.mkdir(parents=True)
+        git(repo, "init", "-q", "-b", "main")
+        write_files(repo, files)
+        git(repo, "add", "-A")
+        git(repo, "commit", "-q", "-m", "initial", when=when)
+        for changed, stamp in commits or []:
+            write_files(repo, changed)
+            git(repo, "add", "-A")
+            git(repo, "commit", "-q", "-m", f"change at {stamp}", when=stamp)
+        return repo
+
+    return make
