@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 
-class FileKind(str, Enum):
-    """What a file is for; the budget sheds kinds in the order of ``SHED_ORDER``."""
+class FileKind(StrEnum):
+    """What a file is for; over budget, ``repoctx.pack`` sheds some kinds before others."""
 
     SOURCE = "source"
     CONFIG = "config"
@@ -20,7 +20,7 @@ class FileKind(str, Enum):
     VENDORED = "vendored"
 
 
-class SkipReason(str, Enum):
+class SkipReason(StrEnum):
     """Why a file found by the scan is not in the pack at all."""
 
     IGNORED = "ignored by --exclude/.repoctxignore"

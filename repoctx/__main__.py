@@ -1,0 +1,3 @@
+from repoctx.cli import main
+
+main()

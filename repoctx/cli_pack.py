@@ -1,0 +1,151 @@
+"""`repoctx pack`: building the pack and showing it, its statistics or its graph."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from repoctx.config import load_settings
+from repoctx.console import StderrEvents
+from repoctx.fsutil import atomic_write
+from repoctx.graph import backward_violations
+from repoctx.pipeline import PackResult, build_pack
+
+
+def run_pack(
+    paths: tuple[Path, ...],
+    *,
+    output: Path | None,
+    fmt: str | None,
+    stats: bool,
+    graph: bool,
+    flags: dict[str, Any],
+) -> None:
+    roots = [path.expanduser() for path in paths]
+    settings = load_settings(roots, {**flags, "format": fmt})
+    with StderrEvents() as events:
+        result = build_pack(roots, settings, on_event=events)
+    text = pack_json(result) if settings.format == "json" else result.pack.text
+    if output is not None:
+        atomic_write(output, text.encode("utf-8", "surrogatepass"), mode=0o644)
+    console = Console(highlight=False, soft_wrap=True)
+    if graph:
+        print_graph(console, result)
+    if stats:
+        print_stats(console, result, output)
+    if output is None and not (stats or graph):
+        Console(highlight=False, soft_wrap=True, markup=False).out(text, end="")
+
+
+def pack_json(result: PackResult) -> str:
+    pack = result.pack
+    document = {
+        "version": 1,
+        "model": {"path": str(result.model.path), "context_length": result.model.context_length},
+        "budget": pack.budget,
+        "tokens": pack.tokens,
+        "roots": [
+            {"name": r.name, "path": str(r.path), "git": r.is_git, "head": r.head}
+            for r in result.snapshot.roots
+        ],
+        "files": [
+            {
+                "path": s.file.key,
+                "language": s.file.language,
+                "kind": s.file.kind.value,
+                "tokens": s.tokens,
+                "reduced": s.reduced,
+                "encoding": s.file.encoding,
+                "text": s.text,
+            }
+            for s in pack.segments
+        ],
+        "omitted": [o.__dict__ for o in pack.omitted],
+        "reduced": [o.__dict__ for o in pack.reduced],
+        "edges": {k: sorted(v) for k, v in sorted(result.graph.edges.items())},
+        "cycles": [list(c) for c in result.ordering.cycles],
+    }
+    return json.dumps(document, indent=1, ensure_ascii=False) + "\n"
+
+
+def print_stats(console: Console, result: PackResult, output: Path | None) -> None:
+    pack = result.pack
+    files = Table(title="Packed files, in pack order", title_justify="left")
+    for column in ("#", "file", "language", "kind", "tokens"):
+        files.add_column(column, justify="right" if column in ("#", "tokens") else "left")
+    for number, segment in enumerate(pack.segments, 1):
+        mark = " (signatures)" if segment.reduced else ""
+        files.add_row(
+            str(number),
+            segment.file.key + mark,
+            segment.file.language or "-",
+            segment.file.kind.value,
+            f"{segment.tokens:,}",
+        )
+    console.print(files)
+    console.print(_language_table(result))
+    if pack.omitted or pack.reduced:
+        console.print(_omitted_table(result))
+    summary = (
+        f"{len(pack.segments):,} files packed ({len(pack.reduced):,} reduced), "
+        f"{len(pack.omitted):,} omitted; {pack.tokens:,} of {pack.budget:,} tokens "
+        f"({result.model.path.name}); {sum(result.timings.values()):.2f} s"
+    )
+    if output is not None:
+        summary += f"; written to {output}"
+    console.print(summary)
+
+
+def _language_table(result: PackResult) -> Table:
+    tokens: Counter[str] = Counter()
+    counts: Counter[str] = Counter()
+    for segment in result.pack.segments:
+        language = segment.file.language or "other"
+        tokens[language] += segment.tokens
+        counts[language] += 1
+    table = Table(title="By language", title_justify="left")
+    table.add_column("language")
+    table.add_column("files", justify="right")
+    table.add_column("tokens", justify="right")
+    for language, total in tokens.most_common():
+        table.add_row(language, f"{counts[language]:,}", f"{total:,}")
+    return table
+
+
+def _omitted_table(result: PackResult) -> Table:
+    table = Table(title="Omitted or reduced", title_justify="left")
+    table.add_column("file")
+    table.add_column("reason")
+    table.add_column("size", justify="right")
+    table.add_column("tokens", justify="right")
+    for item in (*result.pack.reduced, *result.pack.omitted):
+        reason = f"{item.reason} ({item.detail})" if item.detail else item.reason
+        tokens = f"{item.tokens:,}" if item.tokens is not None else "-"
+        table.add_row(item.key, reason, f"{item.size:,}", tokens)
+    return table
+
+
+def print_graph(console: Console, result: PackResult) -> None:
+    edges = result.graph.edges
+    packed = {s.file.key for s in result.pack.segments}
+    cycle_of = {k: n for n, c in enumerate(result.ordering.cycles, 1) for k in c}
+    for key in result.ordering.order:
+        mark = "" if key in packed else "  [omitted]"
+        cycle = f"  (cycle {cycle_of[key]})" if key in cycle_of else ""
+        console.print(f"{key}{cycle}{mark}", markup=False)
+        for target in sorted(edges.get(key, ())):
+            console.print(f"    imports {target}", markup=False)
+    for number, members in enumerate(result.ordering.cycles, 1):
+        console.print(f"cycle {number}: " + " <-> ".join(members), markup=False)
+    bad = backward_violations(result.ordering.order, result.graph, result.ordering.cycles)
+    console.print(
+        f"{len(result.ordering.order):,} files, {result.graph.edge_count():,} import edges, "
+        f"{len(result.ordering.cycles):,} cycles; "
+        + ("every edge points backwards" if not bad else f"{len(bad)} edges point forwards"),
+        markup=False,
+    )

@@ -1,0 +1,135 @@
+"""Settings, layered: defaults < user config.toml < each root's .repoctx.toml < environment <
+command-line flags. Every layer is a plain mapping; the result is frozen."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from repoctx import paths
+from repoctx.errors import ConfigError
+
+REPO_CONFIG = ".repoctx.toml"
+FORMATS = ("xml", "markdown", "json")
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: str | None = None
+    budget: int | None = None
+    reserve: int | None = None
+    format: str = "xml"
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    rules: Mapping[str, Any] = field(default_factory=dict)
+    sources: tuple[str, ...] = ()  # the files that contributed, for `--stats` and errors
+
+
+def user_config_path() -> Path:
+    return paths.config_dir() / "config.toml"
+
+
+def load_settings(roots: Sequence[Path], flags: Mapping[str, Any]) -> Settings:
+    layers: list[tuple[str, Mapping[str, Any]]] = []
+    for path in [user_config_path(), *(root / REPO_CONFIG for root in roots)]:
+        if path.is_file():
+            layers.append((str(path), _read_toml(path)))
+    layers.append(("environment", _from_environment()))
+    layers.append(("flags", {k: v for k, v in flags.items() if v not in (None, ())}))
+    merged: dict[str, Any] = {"rules": {}}
+    for source, layer in layers:
+        _merge(merged, _flatten(source, layer))
+    settings = Settings(
+        model=_optional(merged, "model", str),
+        budget=_optional(merged, "budget", int),
+        reserve=_optional(merged, "reserve", int),
+        format=str(merged.get("format", "xml")),
+        include=tuple(merged.get("include", ())),
+        exclude=tuple(merged.get("exclude", ())),
+        rules=merged["rules"],
+        sources=tuple(source for source, _ in layers if source not in ("environment", "flags")),
+    )
+    _validate(settings)
+    return settings
+
+
+def _read_toml(path: Path) -> Mapping[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"{path}: cannot be read as TOML ({error}); fix or remove it") from error
+
+
+def _flatten(source: str, layer: Mapping[str, Any]) -> dict[str, Any]:
+    """``[pack]`` and ``[model]`` tables and top-level keys become one flat mapping; the
+    ``[rules]`` table is kept whole."""
+    flat: dict[str, Any] = {}
+    for key, value in layer.items():
+        if key == "rules":
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{source}: [rules] must be a table")
+            flat["rules"] = dict(value)
+        elif key in ("pack", "model") and isinstance(value, Mapping):
+            for inner, inner_value in value.items():
+                flat["model" if (key, inner) == ("model", "path") else inner] = inner_value
+        else:
+            flat[key] = value
+    known = {"model", "budget", "reserve", "format", "include", "exclude", "rules"}
+    unknown = sorted(set(flat) - known)
+    if unknown:
+        raise ConfigError(f"{source}: unknown setting {unknown[0]!r}; known: {sorted(known)}")
+    return flat
+
+
+def _merge(merged: dict[str, Any], layer: Mapping[str, Any]) -> None:
+    for key, value in layer.items():
+        if key == "rules":
+            merged["rules"] = {**merged["rules"], **value}
+        elif key in ("include", "exclude"):
+            merged[key] = (*merged.get(key, ()), *_strings(key, value))
+        else:
+            merged[key] = value
+
+
+def _strings(key: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ConfigError(f"{key} must be a list of glob patterns, got {value!r}")
+
+
+def _from_environment() -> dict[str, Any]:
+    env: dict[str, Any] = {}
+    if os.environ.get("REPOCTX_MODEL"):
+        env["model"] = os.environ["REPOCTX_MODEL"]
+    if os.environ.get("REPOCTX_BUDGET"):
+        try:
+            env["budget"] = int(os.environ["REPOCTX_BUDGET"].replace("_", "").replace(",", ""))
+        except ValueError as error:
+            raise ConfigError("REPOCTX_BUDGET must be a whole number of tokens") from error
+    return env
+
+
+def _optional(merged: Mapping[str, Any], key: str, kind: type) -> Any:
+    value = merged.get(key)
+    if value is None:
+        return None
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{key} must be a whole number, got {value!r}")
+    if kind is str and not isinstance(value, str):
+        raise ConfigError(f"{key} must be a string, got {value!r}")
+    return value
+
+
+def _validate(settings: Settings) -> None:
+    if settings.format not in FORMATS:
+        raise ConfigError(f"format must be one of {', '.join(FORMATS)}, got {settings.format!r}")
+    if settings.budget is not None and settings.budget <= 0:
+        raise ConfigError(f"budget must be a positive number of tokens, got {settings.budget}")
+    if settings.reserve is not None and settings.reserve < 0:
+        raise ConfigError(f"reserve must be zero or more tokens, got {settings.reserve}")

@@ -1,0 +1,205 @@
+"""Imports of every file (tree-sitter, cached by blob id, parsed on all cores) and the
+dependency graph they resolve to."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from repoctx.cache import ContentCache
+from repoctx.events import EventSink, Progress, ignore_events
+from repoctx.graph import DepGraph
+from repoctx.languages import ImportRef, RepoIndex, get_language
+from repoctx.snapshot import Snapshot, SourceFile
+
+CACHE_NAMESPACE = "imports:v1"
+_PARALLEL_MIN_BYTES = 2 * 1024 * 1024
+_BATCH_BYTES = 512 * 1024
+
+
+def imports_cache_key(file: SourceFile) -> str:
+    return f"{file.language}:{file.blob_id}"
+
+
+def extract_one(language: str, source: bytes) -> list[ImportRef]:
+    return get_language(language).extract(source)
+
+
+def _extract_batch(jobs: list[tuple[str, str, bytes]]) -> list[tuple[str, list[list[object]]]]:
+    return [(key, [ref.to_json() for ref in extract_one(lang, data)]) for key, lang, data in jobs]
+
+
+@dataclass
+class ImportScan:
+    """Imports extraction in flight: start it, do other work, then ``finish()``."""
+
+    refs: dict[str, list[ImportRef]]
+    pending: list[Future[list[tuple[str, list[list[object]]]]]]
+    inline_jobs: list[tuple[str, str, bytes]]
+    executor: Executor | None
+    cache: ContentCache
+    total: int
+    on_event: EventSink
+
+    def finish(self) -> dict[str, list[ImportRef]]:
+        fresh: dict[str, list[list[object]]] = {}
+        for batch in self._results():
+            for key, refs in batch:
+                fresh[key] = refs
+                self.refs[key] = [ImportRef.from_json(r) for r in refs]
+            self.on_event(Progress("parse", min(len(self.refs), self.total), self.total))
+        if self.executor is not None:
+            self.executor.shutdown()
+        self.cache.put_many(CACHE_NAMESPACE, fresh)
+        return self.refs
+
+    def _results(self) -> Iterator[list[tuple[str, list[list[object]]]]]:
+        for future in self.pending:
+            yield future.result()
+        for start in range(0, len(self.inline_jobs), 64):
+            yield _extract_batch(self.inline_jobs[start : start + 64])
+
+
+def start_import_scan(
+    files: Sequence[SourceFile], cache: ContentCache, on_event: EventSink = ignore_events
+) -> ImportScan:
+    """Look every file up in the cache and send the misses to worker processes when there is
+    enough work to pay for them (the caller tokenizes meanwhile on its own thread pool)."""
+    parsable = [f for f in files if f.language is not None]
+    keys = {imports_cache_key(f) for f in parsable}
+    cached = cache.get_many(CACHE_NAMESPACE, sorted(keys))
+    refs = {key: [ImportRef.from_json(r) for r in value] for key, value in cached.items()}
+    jobs: list[tuple[str, str, bytes]] = []
+    seen = set(refs)
+    for file in parsable:
+        key = imports_cache_key(file)
+        if key not in seen:
+            seen.add(key)
+            jobs.append((key, str(file.language), file.text.encode("utf-8", "surrogatepass")))
+    total_bytes = sum(len(job[2]) for job in jobs)
+    if total_bytes < _PARALLEL_MIN_BYTES or (os.cpu_count() or 1) < 2:
+        return ImportScan(refs, [], jobs, None, cache, len(keys), on_event)
+    executor = ProcessPoolExecutor(max_workers=min(os.cpu_count() or 2, 8))
+    pending = [executor.submit(_extract_batch, batch) for batch in _batches(jobs)]
+    return ImportScan(refs, pending, [], executor, cache, len(keys), on_event)
+
+
+def _batches(jobs: list[tuple[str, str, bytes]]) -> Iterator[list[tuple[str, str, bytes]]]:
+    batch: list[tuple[str, str, bytes]] = []
+    size = 0
+    for job in sorted(jobs, key=lambda j: -len(j[2])):
+        batch.append(job)
+        size += len(job[2])
+        if size >= _BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+GRAPH_NAMESPACE = "graph:v1"
+
+
+@dataclass
+class ResolvePlan:
+    """Which files need their imports resolved, and the edges of the others from the last run.
+
+    A file's edges are a function of its imports (its blob), the set of paths of the pack, and the
+    content of the files the resolvers read (go.mod, tsconfig.json, declarations of packages and
+    namespaces ...). The last run's edges of an unchanged file are reused while the path set and
+    every file the resolvers read are unchanged."""
+
+    cache_key: str
+    reusable: dict[str, list[str]]
+    todo: list[SourceFile]
+    reads: dict[str, str]  # file key -> blob id of the files the resolvers read
+
+
+def plan_resolution(snapshot: Snapshot, cache: ContentCache) -> ResolvePlan:
+    files = snapshot.files
+    roots = "\0".join(f"{root.name}={root.path}" for root in snapshot.roots)
+    cache_key = hashlib.sha256(roots.encode()).hexdigest()
+    blobs = {f.key: f.blob_id for f in files}
+    stored = cache.get(GRAPH_NAMESPACE, cache_key)
+    reusable: dict[str, list[str]] = {}
+    reads: dict[str, str] = {}
+    if _still_valid(stored, files, blobs):
+        assert isinstance(stored, dict)
+        reads = dict(stored["reads"])
+        for key, (blob, targets) in stored["files"].items():
+            if blobs.get(key) == blob:
+                reusable[key] = list(targets)
+    todo = [f for f in files if f.language is not None and f.key not in reusable]
+    return ResolvePlan(cache_key, reusable, todo, reads)
+
+
+def _paths_digest(files: Sequence[SourceFile]) -> str:
+    return hashlib.sha256("\0".join(sorted(f.key for f in files)).encode()).hexdigest()
+
+
+def _still_valid(stored: Any, files: Sequence[SourceFile], blobs: dict[str, str]) -> bool:
+    if not isinstance(stored, dict) or stored.get("paths") != _paths_digest(files):
+        return False
+    reads = stored.get("reads")
+    return isinstance(reads, dict) and all(blobs.get(k) == b for k, b in reads.items())
+
+
+def build_graph(
+    snapshot: Snapshot,
+    refs: dict[str, list[ImportRef]],
+    plan: ResolvePlan,
+    cache: ContentCache,
+) -> DepGraph:
+    """Resolve the imports of ``plan.todo`` to files of the pack (first in the importer's own
+    root, then, for non-relative references, in the other roots), reuse the rest, and store the
+    result for the next run."""
+    read_log: set[str] = set()
+    indexes = {root.name: _root_index(root.name, root.files, read_log) for root in snapshot.roots}
+    found: dict[str, list[str]] = dict(plan.reusable)
+    for file in plan.todo:
+        own_refs = refs.get(imports_cache_key(file), [])
+        targets = _resolve_file(file, own_refs, file.root, indexes)
+        targets.discard(file.key)
+        found[file.key] = sorted(targets)
+    blobs = {f.key: f.blob_id for f in snapshot.files}
+    reads = {**plan.reads, **{key: blobs[key] for key in read_log if key in blobs}}
+    record = {
+        "paths": _paths_digest(snapshot.files),
+        "reads": reads,
+        "files": {key: [blobs[key], targets] for key, targets in found.items()},
+    }
+    if plan.todo or not plan.reusable:
+        cache.put(GRAPH_NAMESPACE, plan.cache_key, record)
+    edges = {key: frozenset(targets) for key, targets in found.items() if targets}
+    return DepGraph(tuple(f.key for f in snapshot.files), edges)
+
+
+def _resolve_file(
+    file: SourceFile, refs: list[ImportRef], root: str, indexes: dict[str, RepoIndex]
+) -> set[str]:
+    spec = get_language(str(file.language))
+    own = indexes[root]
+    targets: set[str] = set()
+    for ref in refs:
+        found = spec.resolve(ref, file.path, own)
+        if found:
+            targets.update(f"{root}/{path}" for path in found)
+            continue
+        for other, index in indexes.items():
+            if other != root:
+                targets.update(f"{other}/{path}" for path in spec.resolve(ref, None, index))
+    return targets
+
+
+def _root_index(root: str, files: Sequence[SourceFile], read_log: set[str]) -> RepoIndex:
+    texts = {f.path: f.text for f in files}
+
+    def read_text(path: str) -> str | None:
+        read_log.add(f"{root}/{path}")
+        return texts.get(path)
+
+    return RepoIndex(texts, read_text)
