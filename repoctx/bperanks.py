@@ -22,6 +22,7 @@ from repoctx.pretokenizers import PRE_TOKENIZERS
 # attributes by text: end-of-generation texts become control tokens, fill-in-the-middle texts too
 # when no metadata key names the token, gpt-oss texts become user-defined. Texts whose handling
 # changed across llama.cpp versions make the vocabulary go to llama.cpp.
+_CONTROL = 3
 _USER_DEFINED = 4
 _END_TEXTS = frozenset(("<|eot_id|>", "<|im_end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>"))
 _FIM_TEXTS = [
@@ -42,7 +43,7 @@ _AMBIGUOUS_PATTERN = re.compile(
 )
 
 # cached ranks are read back only by the same format, marshal and Python versions
-_CACHE_MAGIC = f"repoctx-ranks-1 {marshal.version} {sys.version_info[:2]}\n".encode()
+_CACHE_MAGIC = f"repoctx-ranks-2 {marshal.version} {sys.version_info[:2]}\n".encode()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +54,7 @@ class Ranks:
     ranks: list[int]  # its tiktoken rank
     ids: list[int]  # its GGUF token id; -1 for a byte the vocabulary lacks (dropped)
     user_defined: list[tuple[str, int]]  # texts matched before BPE, and their ids
+    control: list[tuple[str, int]]  # control tokens (chat template markers), and their ids
 
 
 class _Unsupported(Exception):
@@ -181,7 +183,12 @@ def derive_ranks(vocab: Vocabulary) -> Ranks:
     pieces = [bytes([byte]) for byte in range(256)]
     pieces += [_bytes(text) for text in formed + extras]
     ids = singles + [token_id[text] for text in formed + extras]
-    return Ranks(pieces, ranks, ids, _user_defined_tokens(vocab, token_id))
+    control = [
+        (text, index)
+        for index, (text, kind) in enumerate(zip(vocab.tokens, vocab.token_types, strict=False))
+        if kind == _CONTROL and text
+    ]
+    return Ranks(pieces, ranks, ids, _user_defined_tokens(vocab, token_id), control)
 
 
 class _CorruptCache(Exception):

@@ -109,6 +109,25 @@ def pack(
     run_pack(paths, output=output, fmt=fmt, stats=stats, graph=graph, flags=flags)
 
 
+@cli.command()
+@pack_options
+def chat(paths: tuple[Path, ...], **flags: Any) -> None:
+    """Talk with the code of PATHS in a terminal UI."""
+    from tui.app import run_chat
+
+    run_chat(paths, flags)
+
+
+@cli.command()
+@click.option("--stdio", is_flag=True, required=True, help="Speak JSON-RPC on stdin/stdout.")
+@click.option("--model", metavar="PATH", help="GGUF model (default: embedded).")
+def serve(stdio: bool, model: str | None) -> None:
+    """Serve editors over JSON-RPC 2.0 on stdin/stdout (one message per line)."""
+    from repoctx.protocol import serve_stdio
+
+    sys.exit(serve_stdio({"model": model}))
+
+
 @cli.group()
 def bench() -> None:
     """Benchmarks that print figures."""

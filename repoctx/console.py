@@ -51,7 +51,8 @@ class StderrEvents:
             self.notices.append(event.message)
             self.console.print(f"[yellow]{event.level}:[/] {event.message}", highlight=False)
             return
-        self._progress(event)
+        if isinstance(event, ProgressEvent):
+            self._progress(event)
 
     def _progress(self, event: ProgressEvent) -> None:
         if self.progress is None:

@@ -53,6 +53,15 @@ class Tokenizer(ABC):
     def count(self, text: str) -> int:
         return len(self.encode(text))
 
+    @abstractmethod
+    def special_text(self, token_id: int) -> str | None:
+        """The text of a control token (``<|begin_of_text|>``), None for other tokens."""
+
+    @abstractmethod
+    def encode_markup(self, text: str) -> list[int]:
+        """Token ids of chat-template text, where special-token texts ("<|im_start|>") are the
+        special tokens. Only for text repoctx writes itself, never for the user's content."""
+
     def count_many(self, texts: Sequence[str]) -> list[int]:
         """``[count(t) for t in texts]``, spread over the CPU cores (both tokenizers release
         the GIL while they work)."""
@@ -98,6 +107,12 @@ class TiktokenTokenizer(Tokenizer):
         dropped = [i for i, token in enumerate(ranks.ids[:256]) if token < 0]  # only bytes
         self._dropped_ranks = frozenset(ranks.ranks[i] for i in dropped)
         self._dropped_chars = _chars_containing(bytes(ranks.pieces[i][0] for i in dropped))
+        self._control = dict(ranks.control)
+        self._control_re = (
+            re.compile("|".join(re.escape(t) for t in sorted(self._control, key=len, reverse=True)))
+            if self._control
+            else None
+        )
         self._user_defined = sorted(ranks.user_defined, key=lambda item: -len(item[0]))
         self._user_defined_re = (
             re.compile("|".join(re.escape(text) for text, _ in self._user_defined))
@@ -135,6 +150,19 @@ class TiktokenTokenizer(Tokenizer):
         for fragment in self._fragments(text):
             ids.extend([fragment] if isinstance(fragment, int) else self._ordinary(fragment))
         return ids
+
+    def special_text(self, token_id: int) -> str | None:
+        return next((text for text, i in self._control.items() if i == token_id), None)
+
+    def encode_markup(self, text: str) -> list[int]:
+        if self._control_re is None:
+            return self.encode(text)
+        ids: list[int] = []
+        position = 0
+        for match in self._control_re.finditer(text):
+            ids += [*self.encode(text[position : match.start()]), self._control[match.group()]]
+            position = match.end()
+        return ids + self.encode(text[position:])
 
     def count(self, text: str) -> int:
         if self._user_defined_re is not None or self._dropped_chars is not None:
@@ -182,11 +210,27 @@ class LlamaCppTokenizer(Tokenizer):
         self.name = "llama.cpp:" + hashlib.sha256(identity.encode()).hexdigest()[:32]
 
     def encode(self, text: str) -> list[int]:
+        return self._llama_tokenize(text, special=False)
+
+    def encode_markup(self, text: str) -> list[int]:
+        return self._llama_tokenize(text, special=True)
+
+    def special_text(self, token_id: int) -> str | None:
+        import llama_cpp
+
+        if not 0 <= token_id < llama_cpp.llama_vocab_n_tokens(self._vocab):
+            return None
+        if not llama_cpp.llama_vocab_is_control(self._vocab, token_id):
+            return None
+        text = llama_cpp.llama_vocab_get_text(self._vocab, token_id)
+        return text.decode("utf-8", "replace") if text else None
+
+    def _llama_tokenize(self, text: str, special: bool) -> list[int]:
         data = _valid(text).encode("utf-8")
         capacity = len(data) + 16
         for _ in range(2):
             buffer = (self._token_type * capacity)()
-            count = self._tokenize(self._vocab, data, len(data), buffer, capacity, False, False)
+            count = self._tokenize(self._vocab, data, len(data), buffer, capacity, False, special)
             if int(count) >= 0:
                 return list(buffer[: int(count)])
             capacity = -count

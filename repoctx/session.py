@@ -1,0 +1,184 @@
+"""A session: repositories, their pack, a model and a conversation. The one place where the
+packer, the prompt, the engine and the conversation store meet; the CLI, the TUI and the stdio
+protocol all drive this class."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from repoctx.cache import ContentCache
+from repoctx.config import Settings
+from repoctx.conversations import Conversation, ConversationStore
+from repoctx.engine.base import Engine, GenerationOptions
+from repoctx.events import AnswerDone, EventSink, ignore_events
+from repoctx.modelfile import ModelInfo
+from repoctx.pipeline import PackResult, build_pack, default_reserve
+from repoctx.prompt import ChatFormat, Message, Prompt
+from repoctx.tokens import load_tokenizer
+
+# (model, context tokens needed, events) -> a loaded engine
+EngineFactory = Callable[[ModelInfo, int, EventSink], Engine]
+
+
+def llama_engine(model: ModelInfo, n_ctx: int, on_event: EventSink) -> Engine:
+    from repoctx.engine.llama import LlamaEngine  # imports llama_cpp: only when a model runs
+
+    engine: Engine = LlamaEngine.open(model, n_ctx, on_event=on_event)
+    return engine
+
+
+class Session:
+    def __init__(
+        self,
+        roots: Sequence[Path],
+        settings: Settings,
+        *,
+        engine_factory: EngineFactory = llama_engine,
+        generation: GenerationOptions | None = None,
+        cache: ContentCache | None = None,
+        conversations: ConversationStore | None = None,
+    ) -> None:
+        self.roots = [Path(r) for r in roots]
+        self.settings = settings
+        self.generation = generation or GenerationOptions()
+        self.engine_factory = engine_factory
+        self.cache = cache
+        self.store = conversations or ConversationStore()
+        self.result: PackResult | None = None
+        self.engine: Engine | None = None
+        self._format: ChatFormat | None = None
+        self._format_model = ""
+        self.conversation: Conversation | None = None
+        self._lock = threading.Lock()
+
+    # -- the pack -----------------------------------------------------------------------------
+
+    def pack(self, on_event: EventSink = ignore_events) -> PackResult:
+        """(Re)build the pack from the files on disk; the next question uses it."""
+        cache = self.cache if self.cache is not None else ContentCache.open(on_event)
+        self.cache = cache
+        self.result = build_pack(self.roots, self.settings, cache, on_event)
+        if self._format is None or self._format_model != self.result.model.fingerprint:
+            tokenizer = load_tokenizer(self.result.model.path, on_event)
+            self._format = ChatFormat(self.result.model, tokenizer)
+            self._format_model = self.result.model.fingerprint
+        return self.result
+
+    def set_roots(self, roots: Sequence[Path]) -> None:
+        self.roots = [Path(r) for r in roots]
+        self.result = None
+
+    def set_model(self, model: str) -> None:
+        self.settings = dataclasses.replace(self.settings, model=model)
+        self.close_engine()
+        self._format = None
+        self.result = None
+
+    def exclude(self, pattern: str) -> None:
+        self._set_patterns(exclude=(*self.settings.exclude, pattern))
+
+    def include_again(self, pattern: str) -> None:
+        self._set_patterns(exclude=tuple(p for p in self.settings.exclude if p != pattern))
+
+    def _set_patterns(self, exclude: tuple[str, ...]) -> None:
+        self.settings = dataclasses.replace(self.settings, exclude=exclude)
+        self.result = None
+
+    # -- conversations ------------------------------------------------------------------------
+
+    def new_conversation(self) -> Conversation:
+        model = self.result.model.path.name if self.result else str(self.settings.model or "")
+        self.conversation = self.store.new(self.roots, model)
+        return self.conversation
+
+    def resume(self, conversation_id: str | None = None) -> Conversation | None:
+        """The given conversation, or the latest about these repositories."""
+        if conversation_id is None:
+            found = self.store.latest(self.roots)
+        else:
+            found = self.store.get(self.roots, conversation_id)
+        if found is not None:
+            self.conversation = found
+        return found
+
+    def conversations(self) -> list[Conversation]:
+        return self.store.list(self.roots)
+
+    # -- questions ----------------------------------------------------------------------------
+
+    def prompt_for(self, question: str) -> Prompt:
+        result = self.result or self.pack()
+        assert self._format is not None
+        history = self.conversation.messages if self.conversation else []
+        return self._format.build(result.pack.text, [*history, Message("user", question)])
+
+    def ask(
+        self,
+        question: str,
+        on_event: EventSink = ignore_events,
+        cancel: threading.Event | None = None,
+    ) -> AnswerDone:
+        """Answer ``question`` in the current conversation (a new one if none), streaming
+        events; the exchange is saved to the conversation even when stopped early."""
+        with self._lock:
+            if self.result is None:
+                self.pack(on_event)
+            assert self.result is not None
+            prompt = self.prompt_for(question)
+            engine = self._engine_for(len(prompt) + self.generation.max_tokens, on_event)
+            done = engine.answer(prompt, self.generation, on_event, cancel or threading.Event())
+            self._remember(question, done)
+            return done
+
+    def _engine_for(self, needed: int, on_event: EventSink) -> Engine:
+        assert self.result is not None
+        if self.engine is not None and self.engine.ready.n_ctx >= needed:
+            return self.engine
+        self.close_engine()
+        trained = self.result.model.context_length or needed
+        spare = default_reserve(trained)
+        n_ctx = min(trained, _round_up(max(needed, self.result.pack.tokens + spare), 256))
+        self.engine = self.engine_factory(self.result.model, n_ctx, on_event)
+        return self.engine
+
+    def _remember(self, question: str, done: AnswerDone) -> None:
+        if self.conversation is None:
+            self.new_conversation()
+        assert self.conversation is not None
+        self.conversation.messages += [Message("user", question), Message("assistant", done.text)]
+        self.store.save(self.conversation)
+
+    def close_engine(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
+
+    def close(self) -> None:
+        self.close_engine()
+        if self.cache is not None:
+            self.cache.close()
+
+
+def _round_up(value: int, step: int) -> int:
+    return -(-value // step) * step
+
+
+def engine_factory_from_env() -> EngineFactory:
+    """``REPOCTX_ENGINE=fake`` selects the scripted engine (demos, editor-plugin tests);
+    anything else, the real one."""
+    import os
+
+    if os.environ.get("REPOCTX_ENGINE") != "fake":
+        return llama_engine
+    from repoctx.engine.fake import FakeEngine
+
+    answer = os.environ.get("REPOCTX_FAKE_ANSWER", "This is a scripted answer.")
+    delay = float(os.environ.get("REPOCTX_FAKE_TOKEN_S", "0") or 0)
+
+    def fake(model: ModelInfo, n_ctx: int, on_event: EventSink) -> Engine:
+        return FakeEngine(answers=(answer,), token_s=delay, n_ctx=n_ctx)
+
+    return fake
