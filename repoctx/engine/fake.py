@@ -23,16 +23,13 @@ class FakeEngine:
     prefill_s: float = 0.0
     token_s: float = 0.0
     n_ctx: int = 8192
-    ready_info: ModelReady = field(
-        default_factory=lambda: ModelReady("fake", 8192, "f16", "CPU", False, 0)
-    )
     prompts: list[Prompt] = field(default_factory=list)
     script: Callable[[int], str] | None = None
     _live: list[int] = field(default_factory=list)
 
     @property
     def ready(self) -> ModelReady:
-        return self.ready_info
+        return ModelReady("scripted engine", self.n_ctx, "f16", "CPU", False, 0)
 
     def answer(
         self,
