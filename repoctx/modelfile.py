@@ -69,6 +69,26 @@ class ModelInfo:
     file_size: int
     fingerprint: str  # content identity of the whole file, see ``fingerprint``
     vocab_fingerprint: str | None  # identity of the ``tokenizer.ggml.*`` metadata alone
+    shape: ModelShape | None = None  # None for vocabulary-only files
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What sizes the KV cache and the compute buffers (transformer models)."""
+
+    n_layer: int
+    n_embd: int
+    n_head: int
+    n_head_kv: int
+    head_dim_k: int
+    head_dim_v: int
+    n_ff: int
+    weights_bytes: int  # the tensor data: what must fit in memory to offload every layer
+
+    def kv_bytes_per_token(self, k_bytes: float, v_bytes: float) -> float:
+        """KV cache bytes per token with ``k_bytes``/``v_bytes`` bytes per element."""
+        per_layer = self.n_head_kv * (self.head_dim_k * k_bytes + self.head_dim_v * v_bytes)
+        return self.n_layer * per_layer
 
 
 @dataclass(frozen=True)
@@ -352,6 +372,34 @@ def _model_info(path: Path, header: _Header, content_fingerprint: str) -> ModelI
         file_size=header.file_size,
         fingerprint=content_fingerprint,
         vocab_fingerprint=header.vocab_digest,
+        shape=_shape(values, architecture, header),
+    )
+
+
+def _shape(values: dict[str, Any], arch: str, header: _Header) -> ModelShape | None:
+    def number(key: str) -> int | None:
+        value = values.get(f"{arch}.{key}")
+        if isinstance(value, list):  # per-layer arrays (some architectures): take the largest
+            value = max(value) if value else None
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    n_layer, n_embd, n_head = (
+        number("block_count"),
+        number("embedding_length"),
+        number("attention.head_count"),
+    )
+    if not n_layer or not n_embd or not n_head or header.tensor_count == 0:
+        return None
+    head_dim = n_embd // n_head
+    return ModelShape(
+        n_layer=n_layer,
+        n_embd=n_embd,
+        n_head=n_head,
+        n_head_kv=number("attention.head_count_kv") or n_head,
+        head_dim_k=number("attention.key_length") or head_dim,
+        head_dim_v=number("attention.value_length") or head_dim,
+        n_ff=number("feed_forward_length") or 4 * n_embd,
+        weights_bytes=max(0, header.file_size - header.data_offset),
     )
 
 

@@ -193,7 +193,7 @@ class LlamaCppTokenizer(Tokenizer):
     def __init__(self, info: ModelInfo) -> None:
         import llama_cpp  # first: on CUDA builds, numpy imported before it crashes the load
 
-        _prepare_llama_cpp(llama_cpp)
+        quiet_llama_cpp(llama_cpp)
         params = llama_cpp.llama_model_default_params()
         params.vocab_only, params.n_gpu_layers = True, 0
         model = llama_cpp.llama_model_load_from_file(os.fsencode(info.path), params)
@@ -240,7 +240,7 @@ class LlamaCppTokenizer(Tokenizer):
 _LOG_CALLBACK: list[Any] = []  # llama.cpp calls it for the life of the process
 
 
-def _prepare_llama_cpp(llama_cpp: Any) -> None:
+def quiet_llama_cpp(llama_cpp: Any) -> None:
     """Initialize llama.cpp once, sending its log lines nowhere: the core never prints."""
     if not _LOG_CALLBACK:
         _LOG_CALLBACK.append(llama_cpp.llama_log_callback(lambda level, text, data: None))
