@@ -109,6 +109,50 @@ def pack(
     run_pack(paths, output=output, fmt=fmt, stats=stats, graph=graph, flags=flags)
 
 
+def engine_options(function: F) -> F:
+    """Options of commands that run the model."""
+    decorators = [
+        click.option(
+            "--kv-type",
+            type=click.Choice(["f16", "q8_0", "q4_0"]),
+            help="KV cache type (default: the largest that fits in memory).",
+        ),
+        click.option(
+            "--flash-attn/--no-flash-attn",
+            default=None,
+            help="Flash attention (default: on where the backend has it).",
+        ),
+        click.option("--max-tokens", type=int, metavar="N", help="Longest answer (default 1024)."),
+        click.option(
+            "--temperature",
+            type=float,
+            metavar="T",
+            help="Sampling temperature (default 0: the same answer every time).",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        function = decorator(function)
+    return function
+
+
+@cli.command(context_settings={"ignore_unknown_options": False})
+@click.argument("arguments", nargs=-1, required=True)
+@click.option("--include", multiple=True, metavar="GLOB", help="Pack only matching files.")
+@click.option("--exclude", multiple=True, metavar="GLOB", help="Leave out matching files.")
+@click.option("--budget", type=int, metavar="N", help="Token budget of the pack.")
+@click.option("--reserve", type=int, metavar="N", help="Tokens kept free for the conversation.")
+@click.option("--model", metavar="PATH", help="GGUF model (default: embedded SmolLM2-135M).")
+@engine_options
+@click.option("--json", "as_json", is_flag=True, help="Emit the event stream as JSON lines.")
+def ask(arguments: tuple[str, ...], as_json: bool, **flags: Any) -> None:
+    """Answer a question about the repositories: PATH... QUESTION, or PATH... - with the
+    question on stdin. The answer streams to stdout; progress and the cache outcome go to
+    stderr. Exit codes: 0 answered, 2 usage, 3 pack, 4 model, 5 cache, 130 interrupted."""
+    from repoctx.cli_ask import run_ask
+
+    sys.exit(run_ask(arguments, as_json=as_json, flags=flags))
+
+
 @cli.command()
 @pack_options
 def chat(paths: tuple[Path, ...], **flags: Any) -> None:
@@ -131,6 +175,126 @@ def serve(stdio: bool, model: str | None) -> None:
 @cli.group()
 def bench() -> None:
     """Benchmarks that print figures."""
+
+
+@cli.group()
+def models() -> None:
+    """The models repoctx knows, downloads and uses."""
+
+
+@models.command("list")
+def models_list() -> None:
+    """Registered and downloaded models."""
+    from repoctx.cli_admin import list_models
+
+    list_models()
+
+
+@models.command("pull")
+@click.argument("spec")
+@click.option("--revision", help="A branch, tag or commit of the model's repository.")
+def models_pull(spec: str, revision: str | None) -> None:
+    """Download a model: a registered NAME or ORG/REPO:FILE.gguf (resumable, verified)."""
+    from repoctx.cli_admin import pull_model
+
+    pull_model(spec, revision)
+
+
+@models.command("path")
+@click.argument("name", required=False)
+def models_path(name: str | None) -> None:
+    """The file of a model (default: the one repoctx would use)."""
+    from repoctx.cli_admin import model_path
+
+    model_path(name)
+
+
+@cli.group()
+def cache() -> None:
+    """The KV states and the file index repoctx keeps on disk."""
+
+
+@cache.command("list")
+def cache_list() -> None:
+    """Stored KV states: for which model and repositories, how many tokens, how big."""
+    from repoctx.cli_admin import list_cache
+
+    list_cache()
+
+
+@cache.command("stats")
+def cache_stats() -> None:
+    """Where the caches live and how big they are."""
+    from repoctx.cli_admin import cache_stats as show
+
+    show()
+
+
+@cache.command("clear")
+@click.argument("pattern", required=False)
+@click.option("--all", "everything", is_flag=True, help="Also clear the file index.")
+def cache_clear(pattern: str | None, everything: bool) -> None:
+    """Remove stored KV states (those whose label matches PATTERN, or all)."""
+    from repoctx.cli_admin import clear_cache
+
+    clear_cache(pattern, everything)
+
+
+@bench.command("engine")
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(path_type=Path),
+    help="GGUF to measure (default: write the Llama-3-8B Q4_K_M stand-in).",
+)
+@click.option(
+    "--synth-dir",
+    type=click.Path(path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Where to write the stand-in model when no --model.",
+)
+@click.option(
+    "--vocab-from",
+    type=click.Path(path_type=Path),
+    help="Vocabulary for the stand-in (a Llama 3 vocab GGUF).",
+)
+@click.option(
+    "--tokens",
+    default="32768,131072,262144",
+    show_default=True,
+    help="Prompt lengths, comma-separated.",
+)
+@click.option(
+    "--kv-type", default="q8_0", show_default=True, type=click.Choice(["f16", "q8_0", "q4_0"])
+)
+@click.option("--flash-attn/--no-flash-attn", default=True, show_default=True)
+@click.option(
+    "--llama-bench",
+    "llama_bench",
+    type=click.Path(path_type=Path),
+    help="llama.cpp's llama-bench binary, to compare prefill throughput.",
+)
+def bench_engine(
+    model_path: Path | None,
+    synth_dir: Path,
+    vocab_from: Path | None,
+    tokens: str,
+    kv_type: str,
+    flash_attn: bool,
+    llama_bench: Path | None,
+) -> None:
+    """Prefill, state save/restore and time to first token at several prompt lengths."""
+    from repoctx.bench_engine import run_engine_bench
+
+    if model_path is None:
+        from repoctx.synth import LLAMA3_8B, write_synthetic_gguf
+
+        model_path = synth_dir / "llama3-8b-gradient-1048k-standin.Q4_K_M.gguf"
+        if not model_path.exists():
+            write_synthetic_gguf(model_path, LLAMA3_8B, vocab_from=vocab_from)
+    sizes = [int(size.replace("_", "")) for size in tokens.split(",") if size.strip()]
+    run_engine_bench(model_path, sizes, kv_type, flash_attn, llama_bench)
 
 
 @bench.command("pack")

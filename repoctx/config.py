@@ -26,6 +26,10 @@ class Settings:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     rules: Mapping[str, Any] = field(default_factory=dict)
+    kv_type: str | None = None  # "f16", "q8_0", "q4_0"; None: the largest that fits
+    flash_attn: bool | None = None  # None: on wherever the backend has it
+    max_tokens: int = 1024
+    temperature: float = 0.0
     sources: tuple[str, ...] = ()  # the files that contributed, for `--stats` and errors
 
 
@@ -51,6 +55,10 @@ def load_settings(roots: Sequence[Path], flags: Mapping[str, Any]) -> Settings:
         include=tuple(merged.get("include", ())),
         exclude=tuple(merged.get("exclude", ())),
         rules=merged["rules"],
+        kv_type=_optional(merged, "kv_type", str),
+        flash_attn=_optional(merged, "flash_attn", bool),
+        max_tokens=_optional(merged, "max_tokens", int) or 1024,
+        temperature=float(_optional(merged, "temperature", float) or 0.0),
         sources=tuple(source for source, _ in layers if source not in ("environment", "flags")),
     )
     _validate(settings)
@@ -73,12 +81,13 @@ def _flatten(source: str, layer: Mapping[str, Any]) -> dict[str, Any]:
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{source}: [rules] must be a table")
             flat["rules"] = dict(value)
-        elif key in ("pack", "model") and isinstance(value, Mapping):
+        elif key in ("pack", "model", "generation") and isinstance(value, Mapping):
             for inner, inner_value in value.items():
                 flat["model" if (key, inner) == ("model", "path") else inner] = inner_value
         else:
             flat[key] = value
-    known = {"model", "budget", "reserve", "format", "include", "exclude", "rules"}
+    known = {"model", "budget", "reserve", "format", "include", "exclude", "rules", "kv_type",
+             "flash_attn", "max_tokens", "temperature"}  # fmt: skip
     unknown = sorted(set(flat) - known)
     if unknown:
         raise ConfigError(f"{source}: unknown setting {unknown[0]!r}; known: {sorted(known)}")
@@ -121,6 +130,10 @@ def _optional(merged: Mapping[str, Any], key: str, kind: type) -> Any:
         return None
     if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
         raise ConfigError(f"{key} must be a whole number, got {value!r}")
+    if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if kind is bool and not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
     if kind is str and not isinstance(value, str):
         raise ConfigError(f"{key} must be a string, got {value!r}")
     return value
@@ -131,5 +144,11 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(f"format must be one of {', '.join(FORMATS)}, got {settings.format!r}")
     if settings.budget is not None and settings.budget <= 0:
         raise ConfigError(f"budget must be a positive number of tokens, got {settings.budget}")
+    if settings.kv_type not in (None, "f16", "q8_0", "q4_0"):
+        raise ConfigError(f"kv_type must be f16, q8_0 or q4_0, got {settings.kv_type!r}")
+    if settings.max_tokens <= 0:
+        raise ConfigError(f"max_tokens must be a positive number, got {settings.max_tokens}")
+    if not 0.0 <= settings.temperature <= 5.0:
+        raise ConfigError(f"temperature must be between 0 and 5, got {settings.temperature}")
     if settings.reserve is not None and settings.reserve < 0:
         raise ConfigError(f"reserve must be zero or more tokens, got {settings.reserve}")

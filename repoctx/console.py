@@ -1,5 +1,6 @@
 """Rendering core events on a terminal's stderr with rich: progress bars that appear only when
-work lasts more than a second, and notices as warning lines."""
+work lasts more than a second (with tokens/s and time left for the prefill), one-line cache
+outcomes, and notices as warning lines."""
 
 from __future__ import annotations
 
@@ -11,15 +12,58 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
+    TimeRemainingColumn,
 )
+from rich.text import Text
 
-from repoctx.events import Event, Notice
+from repoctx.events import CacheOutcome, Event, ModelReady, Notice
 from repoctx.events import Progress as ProgressEvent
 
-STAGE_LABELS = {"scan": "scanning files", "parse": "parsing imports", "tokens": "counting tokens"}
+STAGE_LABELS = {
+    "scan": "scanning files",
+    "parse": "parsing imports",
+    "tokens": "counting tokens",
+    "load": "loading the model",
+    "restore": "restoring the KV state",
+    "prefill": "prefilling",
+    "save": "saving the KV state",
+    "download": "downloading",
+    "verify": "verifying",
+}
+
+
+class RateColumn(ProgressColumn):
+    """Units per second, for token and byte counts."""
+
+    def render(self, task: Task) -> Text:
+        unit = str(task.fields.get("unit", ""))
+        if task.speed is None or unit not in ("tokens", "bytes"):
+            return Text("")
+        if unit == "bytes":
+            return Text(f"{task.speed / 2**20:,.0f} MiB/s")
+        return Text(f"{task.speed:,.0f} tok/s")
+
+
+def describe_outcome(outcome: CacheOutcome) -> str:
+    if outcome.source == "none":
+        return f"no cached state; evaluated {outcome.evaluated_tokens:,} tokens"
+    where = "from disk" if outcome.source == "disk" else "in memory"
+    return (
+        f"restored {outcome.restored_tokens:,} tokens {where} in {outcome.restore_s:.1f} s; "
+        f"evaluated {outcome.evaluated_tokens:,}"
+    )
+
+
+def describe_model(ready: ModelReady) -> str:
+    flash = ", flash attention" if ready.flash_attn else ""
+    return (
+        f"{ready.model} on {ready.device}: {ready.n_ctx:,}-token context, {ready.kv_type} KV{flash}"
+    )
 
 
 class StderrEvents:
@@ -43,16 +87,25 @@ class StderrEvents:
         error: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self.stop()
+
+    def stop(self) -> None:
         if self.progress is not None:
             self.progress.stop()
+            self.progress = None
+            self.tasks = {}
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, Notice):
             self.notices.append(event.message)
             self.console.print(f"[yellow]{event.level}:[/] {event.message}", highlight=False)
-            return
-        if isinstance(event, ProgressEvent):
+        elif isinstance(event, ProgressEvent):
             self._progress(event)
+        elif isinstance(event, CacheOutcome):
+            self.stop()
+            self.console.print(describe_outcome(event), style="dim", highlight=False)
+        elif isinstance(event, ModelReady):
+            self.console.print(describe_model(event), style="dim", highlight=False)
 
     def _progress(self, event: ProgressEvent) -> None:
         if self.progress is None:
@@ -63,7 +116,9 @@ class StderrEvents:
                 BarColumn(),
                 MofNCompleteColumn(),
                 TextColumn("{task.fields[unit]}"),
+                RateColumn(),
                 TimeElapsedColumn(),
+                TimeRemainingColumn(),
                 console=self.console,
                 transient=True,
             )

@@ -42,8 +42,20 @@ def resolve_model_path(explicit: str | None) -> Path:
     """The model to use: ``explicit`` (the ``--model`` flag), else ``$REPOCTX_MODEL``, else the
     embedded default. Raises ``ModelError`` saying what to do when the file is not there."""
     if explicit:
-        return _checked(Path(explicit).expanduser(), "", _FLAG_HINT)
+        path = Path(explicit).expanduser()
+        if not path.exists() and _looks_like_a_name(explicit):
+            from repoctx.hub import model_path
+
+            return model_path(explicit)
+        return _checked(path, "", _FLAG_HINT)
     from_env = os.environ.get(MODEL_ENV, "").strip()
     if from_env:
         return _checked(Path(from_env).expanduser(), f" (from ${MODEL_ENV})", _ENV_HINT)
     return default_model_path()
+
+
+def _looks_like_a_name(text: str) -> bool:
+    """A registry name or ORG/REPO:FILE.gguf rather than a path."""
+    from repoctx.hub import REGISTRY
+
+    return text in REGISTRY or (":" in text and text.endswith(".gguf") and "/" in text)

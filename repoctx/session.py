@@ -23,11 +23,23 @@ from repoctx.tokens import load_tokenizer
 EngineFactory = Callable[[ModelInfo, int, EventSink], Engine]
 
 
-def llama_engine(model: ModelInfo, n_ctx: int, on_event: EventSink) -> Engine:
-    from repoctx.engine.llama import LlamaEngine  # imports llama_cpp: only when a model runs
+class LlamaEngineFactory:
+    """Opens the llama.cpp engine with the user's KV type and flash attention choices."""
 
-    engine: Engine = LlamaEngine.open(model, n_ctx, on_event=on_event)
-    return engine
+    def __init__(self, kv_type: str | None = None, flash_attn: bool | None = None) -> None:
+        self.kv_type = kv_type
+        self.flash_attn = flash_attn
+
+    def __call__(self, model: ModelInfo, n_ctx: int, on_event: EventSink) -> Engine:
+        from repoctx.engine.llama import LlamaEngine  # imports llama_cpp: only when a model runs
+
+        engine: Engine = LlamaEngine.open(
+            model, n_ctx, on_event, kv_type=self.kv_type, flash_attn=self.flash_attn
+        )
+        return engine
+
+
+llama_engine = LlamaEngineFactory()
 
 
 class Session:
@@ -43,7 +55,9 @@ class Session:
     ) -> None:
         self.roots = [Path(r) for r in roots]
         self.settings = settings
-        self.generation = generation or GenerationOptions()
+        self.generation = generation or GenerationOptions(
+            max_tokens=settings.max_tokens, temperature=settings.temperature
+        )
         self.engine_factory = engine_factory
         self.cache = cache
         self.store = conversations or ConversationStore()
@@ -131,6 +145,7 @@ class Session:
             engine = self._engine_for(len(prompt) + self.generation.max_tokens, on_event)
             done = engine.answer(prompt, self.generation, on_event, cancel or threading.Event())
             self._remember(question, done)
+            on_event(done)
             return done
 
     def _engine_for(self, needed: int, on_event: EventSink) -> Engine:
@@ -166,13 +181,15 @@ def _round_up(value: int, step: int) -> int:
     return -(-value // step) * step
 
 
-def engine_factory_from_env() -> EngineFactory:
+def engine_factory_from_env(settings: Settings | None = None) -> EngineFactory:
     """``REPOCTX_ENGINE=fake`` selects the scripted engine (demos, editor-plugin tests);
-    anything else, the real one."""
+    anything else, the real one with the KV type and flash attention of ``settings``."""
     import os
 
     if os.environ.get("REPOCTX_ENGINE") != "fake":
-        return llama_engine
+        if settings is None:
+            return llama_engine
+        return LlamaEngineFactory(settings.kv_type, settings.flash_attn)
     from repoctx.engine.fake import FakeEngine
 
     answer = os.environ.get("REPOCTX_FAKE_ANSWER", "This is a scripted answer.")

@@ -155,6 +155,7 @@ class LlamaEngine:
         was evaluated so that the next run resumes there. Returns the tokens evaluated."""
         total = len(ids) - start
         position = start
+        on_event(Progress("prefill", 0, total, "tokens"))
         try:
             while position < len(ids):
                 if cancel.is_set():

@@ -1,0 +1,316 @@
+"""`repoctx chat`: the terminal UI. The app drives a ready-built ``Session`` (see
+``tui.factory``); everything that blocks runs in thread workers, one job at a time, and comes
+back as messages."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any, ClassVar
+
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.reactive import reactive
+from textual.widgets import Footer, Input
+
+from repoctx.errors import RepoctxError
+from repoctx.events import Notice, Token
+from repoctx.session import Session
+from tui.commands import ChatCommands
+from tui.context_pane import ContextPane
+from tui.controller import SessionController
+from tui.conversation import AnswerView, ConversationView
+from tui.dispatch import CommandRunner
+from tui.factory import build_session
+from tui.help_screen import HelpScreen
+from tui.messages import (
+    AnswerFinished,
+    ConversationLoaded,
+    CoreEvent,
+    HistoryListed,
+    JobDone,
+    JobFailed,
+    PackReady,
+    ResumeOffer,
+    Usage,
+)
+from tui.picker_screen import PickerScreen
+from tui.prompt_input import PromptInput
+from tui.resume_screen import ResumeScreen
+from tui.status_line import StatusLine
+
+Job = Callable[[], Message]
+
+
+class RepoctxApp(App[None]):
+    CSS_PATH = "app.tcss"
+    TITLE = "repoctx chat"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]  # noqa: RUF012
+    COMMANDS = App.COMMANDS | {ChatCommands}
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "stop", "Stop answer"),
+        Binding("f1", "help", "Help"),
+        Binding("ctrl+b", "toggle_context", "Context"),
+        Binding("ctrl+y", "copy_code", "Copy code"),
+        Binding("ctrl+n", "new_conversation", "New chat"),
+        Binding("ctrl+r", "rescan", "Rescan"),
+        Binding("ctrl+o", "history", "History", show=False),
+    ]
+
+    answering: reactive[bool] = reactive(False, bindings=True)
+
+    def __init__(self, session: Session, *, offer_resume: bool = True) -> None:
+        super().__init__()
+        self.session = session
+        self.jobs = SessionController(session, self.post_message)
+        self.offer_resume = offer_resume
+        self._cancel = threading.Event()
+        self._answer: AnswerView | None = None
+        self.commands = CommandRunner(self)
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="main"):
+            yield ConversationView(id="conversation")
+            yield ContextPane(id="context")
+        yield PromptInput(self.commands.completions, id="prompt")
+        yield StatusLine(id="status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        names = ", ".join(root.name for root in self.session.roots)
+        self.query_one(ConversationView).set_welcome(f"Packing {names}…")
+        self.query_one(PromptInput).focus()
+        self.run_job("pack", self.jobs.pack)
+        if self.offer_resume:
+            self.run_job("offer", self.jobs.offer)
+
+    # -- jobs ---------------------------------------------------------------------------------
+
+    @work(thread=True, exit_on_error=False, group="session")
+    def run_job(self, name: str, job: Job) -> None:
+        """Run ``job`` on a worker thread, after the jobs before it; post what it returns, or
+        what went wrong."""
+        with self.jobs.lock:
+            try:
+                message: Message = job()
+            except (RepoctxError, OSError) as error:
+                message = JobFailed(name, str(error))
+            except Exception as error:  # a bug must not take the conversation down
+                self.log.error(f"job {name} failed", error)
+                message = JobFailed(name, f"unexpected error: {error!r}; please report it")
+            self.post_message(message)
+
+    def change(self, change: Callable[[Session], None], doing: str) -> None:
+        """Change the session and pack again, on a worker."""
+        self.query_one(StatusLine).set_state(doing)
+        self.run_job("change", partial(self.jobs.change, change))
+
+    def on_context_pane_change_asked(self, message: ContextPane.ChangeAsked) -> None:
+        self.change(message.change, message.doing)
+
+    # -- questions ----------------------------------------------------------------------------
+
+    async def on_input_submitted(self, event: Input.Submitted) -> None:
+        text = event.value.strip()
+        if not text:
+            return
+        prompt = self.query_one(PromptInput)
+        if not text.startswith("/") and self.answering:
+            self.notify("an answer is being written: wait for it, or press Escape to stop it")
+            return
+        prompt.remember(text)
+        prompt.value = ""
+        if text.startswith("/"):
+            self.run_command(text)
+        else:
+            await self.ask(text)
+
+    async def ask(self, question: str) -> None:
+        self._cancel = threading.Event()
+        self.answering = True
+        self._answer = await self.query_one(ConversationView).ask(question)
+        status = self.query_one(StatusLine)
+        status.activity.asking()
+        status.show()
+        self.run_job("ask", partial(self.jobs.ask, question, self._cancel))
+
+    def action_stop(self) -> None:
+        if self.answering:
+            self._cancel.set()
+            self.query_one(StatusLine).set_state("stopping…")
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "stop":
+            return self.answering
+        return True
+
+    # -- what the jobs send back --------------------------------------------------------------
+
+    async def on_core_event(self, message: CoreEvent) -> None:
+        event = message.event
+        if isinstance(event, Token):
+            if self._answer is not None:
+                await self._answer.append(event.text)
+            self.query_one(StatusLine).apply(event, message.at)
+        elif isinstance(event, Notice):
+            warning = event.level == "warning"
+            self.notify(event.message, severity="warning" if warning else "information", timeout=8)
+        else:
+            self.query_one(StatusLine).apply(event, message.at)
+
+    def on_pack_ready(self, message: PackReady) -> None:
+        result = message.result
+        self.query_one(ContextPane).show_pack(result, message.usage, message.excluded)
+        names = ", ".join(root.name for root in result.snapshot.roots)
+        pack = result.pack
+        self.query_one(ConversationView).set_welcome(
+            f"Ask anything about {names}: {len(pack.segments):,} files, {pack.tokens:,} tokens "
+            "in the pack.\nType / for commands, F1 for help."
+        )
+        status = self.query_one(StatusLine)
+        if self.session.engine is None:
+            status.activity.model = None
+        status.set_model_file(result.model.path.name)
+        if not self.answering:
+            status.set_state("ready")
+
+    async def on_answer_finished(self, message: AnswerFinished) -> None:
+        await self._end_answer(message.done)
+        self._show_usage(message.usage)
+
+    async def _end_answer(self, done: Any, failure: str = "") -> None:
+        if self._answer is not None:
+            await self._answer.finish(done, failure)
+            self._answer = None
+        self.answering = False
+        status = self.query_one(StatusLine)
+        status.activity.finished()
+        status.show()
+
+    def _show_usage(self, usage: Usage | None) -> None:
+        if usage is not None:
+            self.query_one(ContextPane).show_usage(usage)
+
+    async def on_conversation_loaded(self, message: ConversationLoaded) -> None:
+        await self.query_one(ConversationView).show(message.conversation.messages)
+        self._show_usage(message.usage)
+
+    def on_resume_offer(self, message: ResumeOffer) -> None:
+        conversation = message.conversation
+
+        def chosen(resume: bool | None) -> None:
+            if resume:
+                self.run_job("resume", partial(self.jobs.resume, conversation.id))
+
+        self.push_screen(ResumeScreen(conversation), chosen)
+
+    def on_history_listed(self, message: HistoryListed) -> None:
+        found = message.conversations
+        if not found:
+            self.notify("no conversations about these repositories yet")
+            return
+        lines = [
+            f"{c.title} · {sum(m.role == 'user' for m in c.messages)} questions" for c in found
+        ]
+
+        def chosen(index: int | None) -> None:
+            if index is not None:
+                self.run_job("resume", partial(self.jobs.resume, found[index].id))
+
+        self.push_screen(PickerScreen("Conversations, latest first", lines), chosen)
+
+    def on_job_done(self, message: JobDone) -> None:
+        if message.note:
+            self.notify(message.note)
+
+    async def on_job_failed(self, message: JobFailed) -> None:
+        self.notify(message.text, title="repoctx", severity="error", timeout=12)
+        if message.job == "ask":
+            await self._end_answer(None, f"no answer: {message.text}")
+        elif not self.answering:
+            self.query_one(StatusLine).set_state("ready" if self.session.result else "no pack")
+
+    # -- keys ---------------------------------------------------------------------------------
+
+    def action_help(self) -> None:
+        keys = [
+            (self.get_key_display(binding), binding.description)
+            for binding in self._bindings_table()
+        ]
+        self.push_screen(HelpScreen(keys))
+
+    def _bindings_table(self) -> list[Binding]:
+        return [b for b in self.BINDINGS if isinstance(b, Binding)] + [
+            Binding("ctrl+p", "command_palette", "command palette"),
+            Binding("ctrl+q", "quit", "quit"),
+        ]
+
+    def action_toggle_context(self) -> None:
+        self.screen.toggle_class("-context-toggled")
+        self.call_after_refresh(self._focus_after_toggle)
+
+    def _focus_after_toggle(self) -> None:
+        context = self.query_one(ContextPane)
+        if context.display and not self.query_one(ConversationView).display:
+            self.query_one("#pack-tree").focus()
+        elif not context.display and (self.focused is None or context in self.focused.ancestors):
+            self.query_one(PromptInput).focus()
+
+    def action_copy_code(self) -> None:
+        blocks = self.query_one(ConversationView).code_blocks()
+        if not blocks:
+            self.notify("there is no code block in the answers yet")
+            return
+        if len(blocks) == 1:
+            self._copy(blocks[0].code)
+            return
+        lines = [f"{i}. {b.language or 'text'} · {b.preview}" for i, b in enumerate(blocks, 1)]
+
+        def chosen(index: int | None) -> None:
+            if index is not None:
+                self._copy(blocks[index].code)
+
+        self.push_screen(PickerScreen("Copy a code block", lines, start=len(blocks) - 1), chosen)
+
+    def _copy(self, code: str) -> None:
+        self.copy_to_clipboard(code)
+        lines = code.count("\n") + (0 if code.endswith("\n") else 1)
+        self.notify(f"copied {lines} line{'s' if lines != 1 else ''} to the clipboard", timeout=3)
+
+    def action_new_conversation(self) -> None:
+        self.run_job("clear", self.jobs.new_conversation)
+
+    def action_rescan(self) -> None:
+        self.query_one(StatusLine).set_state("reading the files again")
+        self.run_job("pack", self.jobs.pack)
+
+    def action_history(self) -> None:
+        self.run_job("history", self.jobs.history)
+
+    def run_command(self, text: str) -> None:
+        self.commands.run(text)
+
+    def prefill_command(self, text: str) -> None:
+        prompt = self.query_one(PromptInput)
+        prompt.value = text
+        prompt.cursor_position = len(text)
+        prompt.focus()
+
+    def on_unmount(self) -> None:
+        self._cancel.set()
+
+
+def run_chat(paths: tuple[Path, ...], flags: dict[str, Any]) -> None:
+    """`repoctx chat PATHS...`: the session from the command's flags, in the app."""
+    session = build_session(paths, flags)
+    app = RepoctxApp(session)
+    try:
+        app.run()
+    finally:
+        with app.jobs.lock:  # a job still running finishes (or stops) before the engine closes
+            session.close()

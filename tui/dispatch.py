@@ -1,0 +1,86 @@
+"""Running the slash commands typed in the input or chosen in the palette."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from repoctx.errors import UsageError
+from tui.commands import parse
+from tui.controller import add_root, drop, exclude, include_again, switch_model
+from tui.transcript import transcript
+
+if TYPE_CHECKING:
+    from tui.app import RepoctxApp
+
+
+class CommandRunner:
+    def __init__(self, app: RepoctxApp) -> None:
+        self.app = app
+        self.handlers: dict[str, Callable[[str], None]] = {
+            "add": self.add,
+            "drop": self.drop,
+            "rescan": lambda _: app.action_rescan(),
+            "model": self.model,
+            "clear": lambda _: app.action_new_conversation(),
+            "save": self.save,
+            "exclude": self.exclude,
+            "include": self.include,
+            "history": lambda _: app.action_history(),
+            "copy": lambda _: app.action_copy_code(),
+            "context": lambda _: app.action_toggle_context(),
+            "help": lambda _: app.action_help(),
+            "quit": lambda _: app.exit(),
+        }
+
+    def run(self, text: str) -> None:
+        try:
+            spec, argument = parse(text)
+        except UsageError as error:
+            self.app.notify(str(error), severity="error")
+            return
+        self.handlers[spec.name](argument)
+
+    def add(self, path: str) -> None:
+        self.app.change(add_root(Path(path)), f"adding {path}")
+
+    def drop(self, target: str) -> None:
+        self.app.change(drop(target), f"dropping {target}")
+
+    def model(self, path: str) -> None:
+        self.app.change(switch_model(path), f"switching to {Path(path).name}")
+
+    def exclude(self, pattern: str) -> None:
+        self.app.change(exclude(pattern), f"leaving out {pattern}")
+
+    def include(self, pattern: str) -> None:
+        self.app.change(include_again((pattern,)), f"including {pattern} again")
+
+    def save(self, path: str) -> None:
+        session = self.app.session
+        conversation = session.conversation
+        if conversation is None or not conversation.messages:
+            self.app.notify("there is nothing to save yet: ask a question first")
+            return
+        model = session.result.model.path.name if session.result else conversation.model
+        names = [root.name for root in session.roots]
+        text = transcript(conversation.title, names, model, list(conversation.messages))
+        target = Path(path).expanduser()
+        self.app.run_job("save", partial(self.app.jobs.save_transcript, target, text))
+
+    def completions(self, kind: str) -> list[str]:
+        """What may follow a command: paths in the pack (root-relative, folders first where
+        they appear), repository names, or the exclude patterns."""
+        session = self.app.session
+        if kind == "excluded":
+            return list(session.settings.exclude)
+        found = [root.name for root in session.roots] if kind == "packed" else []
+        result = session.result
+        if result is not None:
+            for segment in result.pack.segments:
+                parts = segment.file.path.split("/")
+                found += ["/".join(parts[: i + 1]) + "/" for i in range(len(parts) - 1)]
+                found.append(segment.file.path)
+        return list(dict.fromkeys(found))

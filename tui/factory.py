@@ -1,0 +1,48 @@
+"""The one way to build the session that the app drives: `repoctx chat` and the tests share it,
+so that the tests exercise what users run."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from repoctx.config import load_settings
+from repoctx.conversations import ConversationStore
+from repoctx.engine.base import Engine, GenerationOptions
+from repoctx.events import EventSink
+from repoctx.modelfile import ModelInfo
+from repoctx.session import EngineFactory, Session, engine_factory_from_env
+
+
+def announcing(factory: EngineFactory) -> EngineFactory:
+    """``factory``, reporting the engine's ``ModelReady`` as soon as it is loaded (engines that
+    already report it are not harmed: the status line shows the same thing twice)."""
+
+    def open_engine(model: ModelInfo, n_ctx: int, on_event: EventSink) -> Engine:
+        engine = factory(model, n_ctx, on_event)
+        on_event(engine.ready)
+        return engine
+
+    return open_engine
+
+
+def build_session(
+    paths: Sequence[Path],
+    flags: Mapping[str, Any],
+    *,
+    engine_factory: EngineFactory | None = None,
+    generation: GenerationOptions | None = None,
+    conversations: ConversationStore | None = None,
+) -> Session:
+    """A session over ``paths`` with settings layered as for every command, and the engine
+    chosen by the environment unless one is given."""
+    roots = [Path(path).expanduser() for path in paths]
+    settings = load_settings(roots, flags)
+    return Session(
+        roots,
+        settings,
+        engine_factory=announcing(engine_factory or engine_factory_from_env()),
+        generation=generation,
+        conversations=conversations,
+    )

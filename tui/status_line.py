@@ -1,0 +1,152 @@
+"""The status line: what the engine is doing (packing, loading, restoring, prefilling with its
+rate and time left, answering, ready) on the left; the model and how it runs on the right."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.widgets import Static
+
+from repoctx.events import AnswerDone, CacheOutcome, Event, ModelReady, Progress, Token
+
+PACK_STAGES = {"scan": "scanning", "parse": "reading imports", "tokens": "counting tokens"}
+
+
+@dataclass
+class _Prefill:
+    started: float
+    first_done: int
+    done: int = 0
+    total: int = 0
+    now: float = 0.0
+
+    def rate(self) -> float | None:
+        elapsed = self.now - self.started
+        if elapsed <= 0 or self.done <= self.first_done:
+            return None
+        return (self.done - self.first_done) / elapsed
+
+
+class Activity:
+    """The engine's state as the events tell it; ``describe()`` is the status text."""
+
+    def __init__(self) -> None:
+        self.state = "starting"
+        self.model: ModelReady | None = None
+        self.model_file = ""
+        self.cache = ""
+        self._prefill: _Prefill | None = None
+        self._tokens = 0
+
+    def apply(self, event: Event, at: float) -> None:
+        if isinstance(event, Progress):
+            self._progress(event, at)
+        elif isinstance(event, ModelReady):
+            self.model = event
+            self.state = "model loaded"
+        elif isinstance(event, CacheOutcome):
+            self.cache = cache_summary(event)
+            self._prefill = None
+            self.state = f"answering · {self.cache}"
+        elif isinstance(event, Token):
+            self._tokens += 1
+            self.state = f"answering · {self._tokens:,} tokens"
+        elif isinstance(event, AnswerDone):
+            self.finished()
+
+    def _progress(self, event: Progress, at: float) -> None:
+        stage, done, total = event.stage, event.done, event.total
+        if stage == "prefill":
+            self.state = self._prefilling(done, total, at)
+            return
+        self._prefill = None
+        of = f" {done:,}/{total:,} {event.unit}" if total else ""
+        if stage in PACK_STAGES:
+            self.state = f"packing · {PACK_STAGES[stage]}{of}"
+        elif stage == "load":
+            self.state = f"loading the model{of}"
+        elif stage == "restore":
+            self.state = f"restoring the cache from disk{of}"
+        elif stage == "save":
+            self.state = f"saving the cache{of}"
+        else:
+            self.state = f"{stage}{of}"
+
+    def _prefilling(self, done: int, total: int, at: float) -> str:
+        if self._prefill is None or done < self._prefill.done:
+            self._prefill = _Prefill(at, done)
+        prefill = self._prefill
+        prefill.done, prefill.total, prefill.now = done, total, at
+        text = f"prefilling {done:,}/{total:,} tokens"
+        rate = prefill.rate()
+        if rate:
+            text += f" · {rate:,.0f} tok/s · {duration((total - done) / rate)} left"
+        return text
+
+    def asking(self) -> None:
+        self._tokens = 0
+        self.cache = ""
+        self.state = "preparing the prompt"
+
+    def finished(self) -> None:
+        self._prefill = None
+        self.state = f"ready · {self.cache}" if self.cache else "ready"
+
+    def describe_model(self) -> str:
+        if self.model is None:
+            return f"{self.model_file} · not loaded" if self.model_file else "no model yet"
+        ready = self.model
+        return f"{ready.model} · ctx {ready.n_ctx:,} · KV {ready.kv_type} · {ready.device}"
+
+
+def cache_summary(outcome: CacheOutcome) -> str:
+    evaluated = f"prefilled {outcome.evaluated_tokens:,}"
+    if outcome.source == "disk":
+        return (
+            f"restored {outcome.restored_tokens:,} tokens from disk in "
+            f"{outcome.restore_s:.1f} s, {evaluated}"
+        )
+    if outcome.source == "memory":
+        return f"reused {outcome.restored_tokens:,} cached tokens, {evaluated}"
+    return f"no cache, {evaluated} tokens"
+
+
+def duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+class StatusLine(Horizontal):
+    """One line under the input; ``apply`` each core event, then it redraws itself."""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.activity = Activity()
+
+    def compose(self) -> ComposeResult:
+        yield Static(self.activity.state, id="status-activity", markup=False)
+        yield Static(self.activity.describe_model(), id="status-model", markup=False)
+
+    def apply(self, event: Event, at: float) -> None:
+        self.activity.apply(event, at)
+        self.show()
+
+    def set_state(self, state: str) -> None:
+        self.activity.state = state
+        self.show()
+
+    def set_model_file(self, name: str) -> None:
+        self.activity.model_file = name
+        self.show()
+
+    def show(self) -> None:
+        self.query_one("#status-activity", Static).update(self.activity.state)
+        self.query_one("#status-model", Static).update(self.activity.describe_model())
