@@ -58,7 +58,7 @@ def child_main(argv: list[str]) -> None:
     from repoctx.modelfile import read_model_info
     from repoctx.prompt import Prompt
 
-    mode, model_path, tokens, kv, flash, store_dir, seed = argv
+    mode, model_path, tokens, kv, flash, store_dir, seed, deadline = argv
     count = int(tokens)
     info = read_model_info(model_path)
     events: list[tuple[float, Event]] = []
@@ -68,12 +68,19 @@ def child_main(argv: list[str]) -> None:
 
     started = time.perf_counter()
     store = KVStore(Path(store_dir), on_event=sink)
+    persist = mode != "prefill"
     engine = LlamaEngine.open(info, count + 1024, sink, kv_type=kv or None,
-                              flash_attn=flash == "1", store=store)  # fmt: skip
+                              flash_attn=flash == "1", store=store, persist=persist)  # fmt: skip
     loaded = time.perf_counter()
     ids = prompt_ids(info.vocab_size, count, int(seed), edit=(mode == "edit"))
     options = GenerationOptions(max_tokens=8)
-    done = engine.answer(Prompt(ids, count), options, sink, threading.Event())
+    cancel = threading.Event()
+    if float(deadline) > 0:
+        threading.Timer(float(deadline), cancel.set).start()
+    done = engine.answer(Prompt(ids, count), options, sink, cancel)
+    if mode == "prefill":
+        print(json.dumps({"load_s": loaded - started, **_prefill_curve(events)}))
+        os._exit(0)
     report: dict[str, Any] = {"load_s": loaded - started, "ttft_s": done.first_token_s}
     outcome = next(e for _, e in events if isinstance(e, CacheOutcome))
     report.update(restored=outcome.restored_tokens, evaluated=outcome.evaluated_tokens,
@@ -87,6 +94,17 @@ def child_main(argv: list[str]) -> None:
     report["state_bytes"] = max((e.disk_bytes for e in store.entries()), default=0)
     engine.close()
     print(json.dumps(report))
+
+
+def _prefill_curve(events: list[tuple[float, Any]]) -> dict[str, float]:
+    """Tokens reached, average rate, and the rate over the last tenth (throughput at depth)."""
+    from repoctx.events import Progress
+
+    points = [(t, e.done) for t, e in events if isinstance(e, Progress) and e.stage == "prefill"]
+    (t0, _), (t1, done) = points[0], points[-1]
+    tail = [p for p in points if p[1] >= done * 0.9]
+    tail_rate = (tail[-1][1] - tail[0][1]) / max(tail[-1][0] - tail[0][0], 1e-9)
+    return {"prefill_units": done, "prefill_s": t1 - t0, "tail_tok_s": tail_rate}
 
 
 def _prefill_and_save(events: list[tuple[float, Any]]) -> dict[str, float]:
@@ -103,11 +121,11 @@ def _prefill_and_save(events: list[tuple[float, Any]]) -> dict[str, float]:
 
 
 def _run_child(
-    mode: str, model: Path, tokens: int, kv: str, flash: bool, store: Path
+    mode: str, model: Path, tokens: int, kv: str, flash: bool, store: Path, deadline: float = 0
 ) -> dict[str, Any]:
     command = [sys.executable, "-c", "import sys; from repoctx.bench_engine import child_main; "
                "child_main(sys.argv[1:])", mode, str(model), str(tokens), kv,
-               "1" if flash else "0", str(store), "7"]  # fmt: skip
+               "1" if flash else "0", str(store), "7", str(deadline)]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=3600)
     if done.returncode != 0:
         raise UsageError(f"benchmark process failed:\n{done.stderr[-3000:]}")
@@ -160,6 +178,23 @@ def run_case(model: Path, tokens: int, kv: str, flash: bool, bench: Path | None)
             llama_bench_tok_s=reference, ratio=case.figures["prefill_tok_s"] / reference
         )
     return case
+
+
+def run_prefill_only(model: Path, tokens: int, kv: str, flash: bool, deadline: float) -> None:
+    """A prefill of ``tokens`` from memory only (no state file), stopped after ``deadline``
+    seconds if it has not finished: for contexts whose state does not fit on the disk."""
+    from rich.console import Console
+
+    with tempfile.TemporaryDirectory(prefix="repoctx-bench-kv-") as scratch:
+        report = _run_child("prefill", model, tokens, kv, flash, Path(scratch), deadline)
+    done, seconds = report["prefill_units"], report["prefill_s"]
+    Console().print(
+        f"prefill of a {tokens:,}-token prompt ({kv} KV, flash attention "
+        f"{'on' if flash else 'off'}): {done:,} tokens in {seconds:,.1f} s = "
+        f"{done / seconds:,.0f} tok/s on average, {report['tail_tok_s']:,.0f} tok/s over the "
+        f"last tenth; model load {report['load_s']:.1f} s"
+        + ("" if done >= tokens else f"; stopped at the {deadline:.0f} s deadline")
+    )
 
 
 def run_engine_bench(

@@ -275,6 +275,12 @@ def cache_clear(pattern: str | None, everything: bool) -> None:
     type=click.Path(path_type=Path),
     help="llama.cpp's llama-bench binary, to compare prefill throughput.",
 )
+@click.option(
+    "--prefill-only",
+    is_flag=True,
+    help="Only a prefill from memory (no state file), for the longest contexts.",
+)
+@click.option("--deadline", type=float, default=0, help="Stop a --prefill-only run after S s.")
 def bench_engine(
     model_path: Path | None,
     synth_dir: Path,
@@ -283,6 +289,8 @@ def bench_engine(
     kv_type: str,
     flash_attn: bool,
     llama_bench: Path | None,
+    prefill_only: bool,
+    deadline: float,
 ) -> None:
     """Prefill, state save/restore and time to first token at several prompt lengths."""
     from repoctx.bench_engine import run_engine_bench
@@ -294,6 +302,12 @@ def bench_engine(
         if not model_path.exists():
             write_synthetic_gguf(model_path, LLAMA3_8B, vocab_from=vocab_from)
     sizes = [int(size.replace("_", "")) for size in tokens.split(",") if size.strip()]
+    if prefill_only:
+        from repoctx.bench_engine import run_prefill_only
+
+        for size in sizes:
+            run_prefill_only(model_path, size, kv_type, flash_attn, deadline)
+        return
     run_engine_bench(model_path, sizes, kv_type, flash_attn, llama_bench)
 
 

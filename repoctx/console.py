@@ -109,7 +109,7 @@ class StderrEvents:
 
     def _progress(self, event: ProgressEvent) -> None:
         if self.progress is None:
-            if time.monotonic() - self.started < self.delay_s:
+            if not self.console.is_terminal or time.monotonic() - self.started < self.delay_s:
                 return
             self.progress = Progress(
                 TextColumn("{task.description}"),

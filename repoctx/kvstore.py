@@ -26,6 +26,7 @@ import fnmatch
 import os
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -125,10 +126,9 @@ class KVStore:
             if not lock(fd, shared=True, timeout=self.lock_timeout):
                 self._notice(f"saved state {entry.data_path} stayed locked; prefilling instead")
                 return 0
-            full = self.verify == "full"
-            restored, problem = 0, self._folder.verify(fd, entry, match.key, full)
+            restored, problem = 0, self._folder.verify(fd, entry, match.key, full=False)
             if problem is None:
-                restored, problem = _restore(entry, reader)
+                restored, problem = _restore_checked(fd, entry, reader, self.verify == "full")
         except Gone:
             return 0
         finally:
@@ -382,6 +382,21 @@ class KVStore:
                 return
             self._reported.add(once)
         self._on_event(Notice(message, level))
+
+
+def _restore_checked(fd: int, entry: Entry, reader: Reader, full: bool) -> tuple[int, str | None]:
+    """Restore while the full checksum is computed on another thread (both mostly wait on I/O
+    and release the GIL), so a verified restore costs little more than the load itself. The
+    engine keeps nothing of a load whose checksum then fails: ``load`` returns 0."""
+    if not full:
+        return _restore(entry, reader)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        digest = pool.submit(kvfiles.full_digest, fd)
+        restored, problem = _restore(entry, reader)
+        good = digest.result() == entry.digest
+    if problem is None and not good:
+        return 0, "was corrupt (its contents do not match their checksum)"
+    return restored, problem
 
 
 def _restore(entry: Entry, reader: Reader) -> tuple[int, str | None]:

@@ -103,6 +103,7 @@ class Server:
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._pending: dict[RequestId, Job] = {}
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
         self._worker = threading.Thread(target=self._work, name="repoctx-worker", daemon=True)
         self._worker.start()
         self._methods: dict[str, Callable[[Message], Any]] = {
@@ -174,7 +175,7 @@ class Server:
                 return None
             raise RpcError(METHOD_NOT_FOUND, f"method not found: {message.method!r}")
         if not message.is_request and message.method not in ("$/cancelRequest", "cancel"):
-            log.warning("%s sent as a notification (no id) is ignored", message.method)
+            log.info("%s sent as a notification (no id) is ignored", message.method)
             return None
         return handler(message)
 
@@ -296,12 +297,19 @@ class Server:
         with self._lock:
             self._pending.pop(job.id, None)
         self.send(reply)
+        with self._idle:
+            self._idle.notify_all()
 
     def cancel_all(self) -> None:
         with self._lock:
             jobs = list(self._pending.values())
         for job in jobs:
             job.cancel.set()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until every queued request is answered; False after ``timeout`` seconds."""
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._pending, timeout)
 
     def finish(self, timeout: float = FINISH_TIMEOUT_S) -> bool:
         """Cancel what is in flight, stop the worker and wait for it; False if it did not stop

@@ -3,6 +3,7 @@ it), and how the editor's context becomes part of the question."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,10 +28,11 @@ class Params:
         self.prefix = prefix
 
     def _fail(self, name: str, wanted: str) -> RpcError:
-        got = type(self.raw[name]).__name__
+        got = json.dumps(self.raw[name])
+        got = got if len(got) <= 40 else got[:37] + "..."
         return RpcError(
             INVALID_PARAMS,
-            f"{self.method}: parameter {self.prefix + name!r} must be {wanted}, not {got}",
+            f"{self.method}: parameter {self.prefix + name!r} must be {wanted}, got {got}",
             {"parameter": self.prefix + name},
         )
 

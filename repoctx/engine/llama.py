@@ -65,15 +65,19 @@ class LlamaEngine:
         kv_type: str | None = None,
         flash_attn: bool | None = None,
         store: KVStore | None = None,
+        persist: bool = True,
     ) -> LlamaEngine:
-        """Plan against free memory, load, and report ``ModelReady``."""
+        """Plan against free memory, load, and report ``ModelReady``. ``persist`` False: no
+        state is read from or written to disk (the live context is still reused)."""
         quiet_llama_cpp(llama_cpp)
         memory = detect_memory(bool(llama_cpp.llama_supports_gpu_offload()))
         plan = make_plan(model, n_ctx, memory, kv_type, flash_attn)
         on_event(Progress("load", 0, 1, "model"))
         llm = _load(model, plan)
         on_event(Progress("load", 1, 1, "model"))
-        engine = cls(model, plan, llm, store if store is not None else KVStore(on_event=on_event))
+        if persist and store is None:
+            store = KVStore(on_event=on_event)
+        engine = cls(model, plan, llm, store if persist else None)
         on_event(engine.ready)
         return engine
 

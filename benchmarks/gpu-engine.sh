@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# On the lent GPU machine: build llama-cpp-python with CUDA (and llama.cpp's llama-bench from the
+# same build tree) out of .gpu-carry/ (see ../shared/gpu/prepare-carry.sh), write the
+# Llama-3-8B-Instruct-Gradient-1048k Q4_K_M stand-in, and run `repoctx bench engine`.
+# usage: benchmarks/gpu-engine.sh [bench engine options...]   (results also under $OUT)
+set -euo pipefail
+out=${OUT:-/tmp/repoctx-bench-out}
+mkdir -p "$out"
+if [ ! -f /tmp/site/llama_cpp/__init__.py ]; then
+  start=$(date +%s)
+  rm -rf /tmp/site /tmp/llbuild
+  CMAKE_ARGS="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=90 -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TOOLS=ON \
+-DLLAMA_BUILD_COMMON=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_SERVER=OFF" CMAKE_BUILD_PARALLEL_LEVEL=16 \
+    python3 -m pip install -q --no-build-isolation --no-deps --no-index --target /tmp/site \
+    -C build-dir=/tmp/llbuild .gpu-carry/llama_cpp_python-*.tar.gz .gpu-carry/whl/*.whl \
+    > "$out/build.log" 2>&1 || { tail -50 "$out/build.log"; exit 1; }
+  echo "built in $(( $(date +%s) - start )) s"
+fi
+export PYTHONPATH=/tmp/site:$PWD REPOCTX_HOME=/tmp/repoctx-home REPOCTX_BENCH_DIR=/tmp
+nvidia-smi --query-gpu=name,memory.total,memory.free,driver_version --format=csv | tee "$out/gpu.txt"
+bench=$(find /tmp/llbuild -name llama-bench -type f -perm -u+x | head -1)
+extra=()
+[ -n "$bench" ] && extra=(--llama-bench "$bench")
+COLUMNS=250 python3 -m repoctx bench engine --synth-dir /tmp \
+  --vocab-from .gpu-carry/vocab/ggml-vocab-llama-bpe.gguf "${extra[@]}" "$@" 2>&1 | tee -a "$out/bench.txt"
