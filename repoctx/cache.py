@@ -10,13 +10,15 @@ failing the run.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sqlite3
+import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from repoctx import paths
 from repoctx.events import EventSink, Notice, ignore_events
@@ -36,6 +38,18 @@ CREATE INDEX IF NOT EXISTS entries_used ON entries (used);
 """
 
 
+_R = TypeVar("_R")
+
+
+def _locked(method: Callable[..., _R]) -> Callable[..., _R]:
+    @functools.wraps(method)
+    def run(self: ContentCache, *args: Any, **kwargs: Any) -> _R:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return run
+
+
 class ContentCache:
     """JSON values by ``(namespace, key)``. Use ``ContentCache.open()`` for the user's cache,
     ``ContentCache.memory()`` for a throwaway one."""
@@ -49,6 +63,7 @@ class ContentCache:
         self.location = location
         self.cap_bytes = cap_bytes
         self._on_event = on_event
+        self._lock = threading.RLock()  # one connection, shared by the threads of a session
         self._db = self._connect()
 
     @classmethod
@@ -61,7 +76,7 @@ class ContentCache:
 
     def _connect(self) -> sqlite3.Connection:
         if self.location is None:
-            return _initialised(sqlite3.connect(":memory:"))
+            return _initialised(sqlite3.connect(":memory:", check_same_thread=False))
         try:
             paths.ensure_private_dir(self.location.parent)
             return _initialised(_open_file(self.location))
@@ -71,13 +86,13 @@ class ContentCache:
         except OSError as error:
             self._notice(f"cache {self.location} cannot be used ({error}); caching in memory")
             self.location = None
-            return _initialised(sqlite3.connect(":memory:"))
+            return _initialised(sqlite3.connect(":memory:", check_same_thread=False))
         try:
             return _initialised(_open_file(self.location))
         except (sqlite3.DatabaseError, OSError) as error:
             self._notice(f"cache {self.location} cannot be rebuilt ({error}); caching in memory")
             self.location = None
-            return _initialised(sqlite3.connect(":memory:"))
+            return _initialised(sqlite3.connect(":memory:", check_same_thread=False))
 
     def _notice(self, message: str) -> None:
         self._on_event(Notice(message))
@@ -90,6 +105,7 @@ class ContentCache:
             _remove_database(self.location)
         self._db = self._connect()
 
+    @_locked
     def get_many(self, namespace: str, keys: Iterable[str]) -> dict[str, Any]:
         """The stored values of those ``keys`` that are present."""
         wanted = list(dict.fromkeys(keys))
@@ -124,6 +140,7 @@ class ContentCache:
     def get(self, namespace: str, key: str) -> Any | None:
         return self.get_many(namespace, [key]).get(key)
 
+    @_locked
     def put_many(self, namespace: str, items: Mapping[str, Any]) -> None:
         if not items:
             return
@@ -157,10 +174,12 @@ class ContentCache:
                 total -= size
             self._db.executemany("DELETE FROM entries WHERE namespace=? AND key=?", doomed)
 
+    @_locked
     def size_bytes(self) -> int:
         row = self._db.execute("SELECT COALESCE(SUM(size), 0) FROM entries").fetchone()
         return int(row[0])
 
+    @_locked
     def stats(self) -> dict[str, tuple[int, int]]:
         """Namespace -> (entries, bytes)."""
         rows = self._db.execute(
@@ -168,17 +187,19 @@ class ContentCache:
         ).fetchall()
         return {namespace: (int(count), int(size)) for namespace, count, size in rows}
 
+    @_locked
     def clear(self) -> None:
         with self._db:
             self._db.execute("DELETE FROM entries")
 
+    @_locked
     def close(self) -> None:
         self._db.close()
 
 
 def _open_file(location: Path) -> sqlite3.Connection:
     fresh = not location.exists()
-    db = sqlite3.connect(location, timeout=30.0, isolation_level=None)
+    db = sqlite3.connect(location, timeout=30.0, isolation_level=None, check_same_thread=False)
     if fresh:
         os.chmod(location, 0o600)
     db.execute("PRAGMA journal_mode=WAL")

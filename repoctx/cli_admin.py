@@ -85,6 +85,7 @@ def list_cache() -> None:
 
 def cache_stats() -> None:
     from repoctx.cache import ContentCache
+
     store = _kv_store()
     stats = store.stats()
     console = Console(highlight=False)
@@ -100,6 +101,7 @@ def cache_stats() -> None:
 
 def clear_cache(pattern: str | None, everything: bool) -> None:
     from repoctx.cache import ContentCache
+
     store = _kv_store()
     removed = store.clear(pattern)
     console = Console(highlight=False)

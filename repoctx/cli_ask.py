@@ -16,6 +16,7 @@ from repoctx.config import load_settings
 from repoctx.console import StderrEvents
 from repoctx.errors import UsageError
 from repoctx.events import AnswerDone, Event, Token
+from repoctx.paths import user_path
 
 EXIT_INTERRUPTED = 130
 
@@ -26,12 +27,12 @@ def split_question(arguments: tuple[str, ...], stdin_is_tty: bool) -> tuple[list
     if not arguments:
         raise UsageError("pass a repository path and a question: repoctx ask PATH 'question'")
     if arguments[-1] == "-":
-        return [Path(a).expanduser() for a in arguments[:-1]], None
+        return [user_path(a) for a in arguments[:-1]], None
     if len(arguments) == 1:
         if stdin_is_tty:
             raise UsageError("pass a question after the path, or '-' to read it from stdin")
-        return [Path(arguments[0]).expanduser()], None
-    return [Path(a).expanduser() for a in arguments[:-1]], arguments[-1]
+        return [user_path(arguments[0])], None
+    return [user_path(a) for a in arguments[:-1]], arguments[-1]
 
 
 def read_question(question: str | None) -> str:

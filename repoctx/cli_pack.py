@@ -14,6 +14,7 @@ from repoctx.config import load_settings
 from repoctx.console import StderrEvents
 from repoctx.fsutil import atomic_write
 from repoctx.graph import backward_violations
+from repoctx.paths import user_path
 from repoctx.pipeline import PackResult, build_pack
 
 
@@ -26,7 +27,7 @@ def run_pack(
     graph: bool,
     flags: dict[str, Any],
 ) -> None:
-    roots = [path.expanduser() for path in paths]
+    roots = [user_path(path) for path in paths]
     settings = load_settings(roots, {**flags, "format": fmt})
     with StderrEvents() as events:
         result = build_pack(roots, settings, on_event=events)

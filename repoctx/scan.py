@@ -43,6 +43,7 @@ from repoctx.errors import (
 from repoctx.events import EventSink, Notice, Progress, ignore_events
 from repoctx.ignore import compile_patterns
 from repoctx.languages import language_for_path
+from repoctx.paths import user_path
 from repoctx.rules import Classifier, PathClass, Rules, decode_text
 from repoctx.snapshot import RootSnapshot, SkippedFile, SkipReason, Snapshot, SourceFile
 
@@ -122,7 +123,7 @@ def _resolve_roots(roots: Sequence[Path]) -> list[tuple[str, str, Path]]:
     seen: set[Path] = set()
     found: list[tuple[Path, str, Path]] = []
     for given in roots:
-        path = Path(given).expanduser()
+        path = user_path(given)
         if not path.exists():
             raise PathNotFoundError(str(given))
         if not path.is_dir():

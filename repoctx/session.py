@@ -196,6 +196,8 @@ def engine_factory_from_env(settings: Settings | None = None) -> EngineFactory:
     delay = float(os.environ.get("REPOCTX_FAKE_TOKEN_S", "0") or 0)
 
     def fake(model: ModelInfo, n_ctx: int, on_event: EventSink) -> Engine:
-        return FakeEngine(answers=(answer,), token_s=delay, n_ctx=n_ctx)
+        engine = FakeEngine(answers=(answer,), token_s=delay, n_ctx=n_ctx)
+        on_event(engine.ready)
+        return engine
 
     return fake

@@ -4,22 +4,11 @@ in temporary folders."""
 from __future__ import annotations
 
 import os
-import subprocess
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
-
-DATA = Path(__file__).parent / "data"
-LLAMA3_VOCAB = DATA / "ggml-vocab-llama-bpe.gguf"
-
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "Test",
-    "GIT_AUTHOR_EMAIL": "test@example.invalid",
-    "GIT_COMMITTER_NAME": "Test",
-    "GIT_COMMITTER_EMAIL": "test@example.invalid",
-    "GIT_CONFIG_NOSYSTEM": "1",
-}
+from repo_helpers import MakeRepo, git, write_files
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -34,29 +23,6 @@ def private_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ.pop("REPOCTX_HOME", None)
     else:
         os.environ["REPOCTX_HOME"] = previous
-
-
-def git(repo: Path, *args: str, when: int | None = None) -> str:
-    env = {**os.environ, **GIT_ENV}
-    if when is not None:
-        env["GIT_AUTHOR_DATE"] = env["GIT_COMMITTER_DATE"] = f"@{when} +0000"
-    done = subprocess.run(
-        ["git", "-C", str(repo), *args], env=env, check=True, capture_output=True, text=True
-    )
-    return done.stdout
-
-
-def write_files(root: Path, files: Mapping[str, str | bytes]) -> None:
-    for name, content in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(content, bytes):
-            path.write_bytes(content)
-        else:
-            path.write_text(content, encoding="utf-8")
-
-
-MakeRepo = Callable[..., Path]
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import MakeRepo, git
+from repo_helpers import MakeRepo, git
 
 FILES = {"app.py": "import util\nprint(util.X)\n", "util.py": "X = 1\n"}
 

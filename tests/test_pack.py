@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import LLAMA3_VOCAB, MakeRepo, git, write_files
+from repo_helpers import LLAMA3_VOCAB, MakeRepo, git, write_files
 
 from repoctx.cache import ContentCache
 from repoctx.config import Settings

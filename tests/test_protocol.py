@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import MakeRepo
+from repo_helpers import MakeRepo
 
 from repoctx.conversations import ConversationStore
 from repoctx.protocol_params import EditorContext, compose_question
@@ -28,7 +28,7 @@ LONG_ANSWER = " ".join(f"word{i}" for i in range(200))
 FILES = {
     "app/main.py": "from app.util import greet\n\n\ndef main():\n    print(greet('x'))\n",
     "app/util.py": "def greet(name):\n    return f'hello {name}'\n",
-    "app/__init__.py": "\"\"\"The app.\"\"\"\n",
+    "app/__init__.py": '"""The app."""\n',
 }
 
 
@@ -266,7 +266,10 @@ def test_compose_question_forms() -> None:
     roots = [Path("/nowhere/proj")]
     assert compose_question("Q?", None, roots) == "Q?"
     here = EditorContext(path="/nowhere/proj/a.py", start_line=7)
-    assert compose_question("Q?", here, roots) == "Q?\n\nThe file open in the editor: `proj/a.py` (line 7)."
+    assert (
+        compose_question("Q?", here, roots)
+        == "Q?\n\nThe file open in the editor: `proj/a.py` (line 7)."
+    )
     ticks = EditorContext(path="rel.md", selection="```\ncode\n```\n")
     assert compose_question("Q?", ticks, roots) == (
         "Q?\n\nSelected in `rel.md`:\n\n````\n```\ncode\n```\n````"
@@ -322,31 +325,47 @@ def test_two_asks_in_one_conversation_do_not_interleave(
     assert client.finish() == 0
 
 
-def test_protocol_errors(repo: Path, spawn: Callable[..., Client]) -> None:
-    client = spawn()
-    assert client.error("ask", {"question": "early"})["code"] == -32002
-    client.notify("context/refresh")  # a notification before initialize: no reply
-    client.call("initialize")
-    assert client.error("ask", {"question": "no context"})["code"] == -32001
+RAW_ERRORS: list[tuple[bytes, int]] = [
+    (b"{not json\n", -32700),
+    (b'{"jsonrpc": "2.0", "id": 1, "method": "x", "params": NaN}\n', -32700),
+    (b"\xff\xfe\n", -32700),
+    (b"[" * 100_000 + b"\n", -32700),
+    (b"[]\n", -32600),
+    (b'[{"jsonrpc": "2.0", "id": 1, "method": "initialize"}]\n', -32600),
+    (b'"a string"\n', -32600),
+    (b'{"jsonrpc": "1.0", "method": "ask"}\n', -32600),
+    (b'{"jsonrpc": "2.0", "id": 1.5, "method": "ask"}\n', -32600),
+    (b'{"jsonrpc": "2.0", "id": true, "method": "ask"}\n', -32600),
+    (b'{"jsonrpc": "2.0", "id": "raw", "method": 5}\n', -32600),
+]
 
-    raw_cases: list[tuple[bytes, int]] = [
-        (b"{not json\n", -32700),
-        (b'{"jsonrpc": "2.0", "id": 1, "method": "x", "params": NaN}\n', -32700),
-        (b"\xff\xfe\n", -32700),
-        (b"[" * 100_000 + b"\n", -32700),
-        (b"[]\n", -32600),
-        (b'[{"jsonrpc": "2.0", "id": 1, "method": "initialize"}]\n', -32600),
-        (b'"a string"\n', -32600),
-        (b'{"jsonrpc": "1.0", "method": "ask"}\n', -32600),
-        (b'{"jsonrpc": "2.0", "id": 1.5, "method": "ask"}\n', -32600),
-        (b'{"jsonrpc": "2.0", "id": true, "method": "ask"}\n', -32600),
-        (b'{"jsonrpc": "2.0", "id": "raw", "method": 5}\n', -32600),
-    ]
-    for line, code in raw_cases:
+
+def test_malformed_lines_and_the_size_limit(spawn: Callable[..., Client]) -> None:
+    client = spawn()
+    client.call("initialize")
+    for line, code in RAW_ERRORS:
         reply = client.reply_to_raw(line)
         assert reply["error"]["code"] == code, (line[:60], reply)
         assert reply["id"] == ("raw" if b'"raw"' in line else None)
 
+    big = b'{"jsonrpc": "2.0", "id": "big", "method": "ask", "params": {"q": "'
+    oversized = client.reply_to_raw(big + b"x" * MAX_MESSAGE_BYTES + b'"}}\n')
+    assert oversized["id"] is None and oversized["error"]["code"] == -32600
+    assert "over the limit" in oversized["error"]["message"]
+    assert client.error("conversation/list")["code"] == -32001  # still serving
+
+    count = len(client.responses())
+    client.notify("no/such/notification")
+    client.request("initialize", request_id="after")
+    assert client.response("after")["error"]["code"] == -32600  # already initialized
+    assert len(client.responses()) == count + 1  # nothing for the notification
+    client.notify("exit")  # without shutdown: exit code 1, as in LSP
+    assert client.finish() == 1
+
+
+def test_invalid_params_name_the_parameter(repo: Path, spawn: Callable[..., Client]) -> None:
+    client = spawn()
+    client.call("initialize")
     assert client.error("no/such/method")["code"] == -32601
     wrong = [
         ("context/open", {"roots": "."}, "roots"),
@@ -364,6 +383,16 @@ def test_protocol_errors(repo: Path, spawn: Callable[..., Client]) -> None:
     for method, params, name in wrong:
         error = client.error(method, params)
         assert error["code"] == -32602 and name in error["message"], (method, error)
+    client.close_stdin()
+    assert client.finish() == 0
+
+
+def test_order_and_application_errors(repo: Path, spawn: Callable[..., Client]) -> None:
+    client = spawn()
+    assert client.error("ask", {"question": "early"})["code"] == -32002
+    client.notify("context/refresh")  # a notification before initialize: no reply
+    client.call("initialize")
+    assert client.error("ask", {"question": "no context"})["code"] == -32001
 
     missing = client.error("context/open", {"roots": [str(repo / "missing")]})
     assert missing["code"] == 1002 and "no such file" in missing["message"]
@@ -374,20 +403,9 @@ def test_protocol_errors(repo: Path, spawn: Callable[..., Client]) -> None:
     client.call("context/open", {"roots": [str(repo)]})
     unknown = client.error("ask", {"question": "q", "conversationId": "nope"})
     assert unknown["code"] == -32602 and "conversationId" in unknown["message"]
-
-    big = b'{"jsonrpc": "2.0", "id": "big", "method": "ask", "params": {"q": "'
-    oversized = client.reply_to_raw(big + b"x" * MAX_MESSAGE_BYTES + b'"}}\n')
-    assert oversized["id"] is None and oversized["error"]["code"] == -32600
-    assert "over the limit" in oversized["error"]["message"]
-    assert client.call("conversation/list") == {"conversations": []}  # still serving
-
-    count = len(client.responses())
-    client.notify("no/such/notification")
-    client.request("initialize", request_id="after")
-    assert client.response("after")["error"]["code"] == -32600  # already initialized
-    assert len(client.responses()) == count + 1  # nothing for the notification
-    client.notify("exit")  # without shutdown: exit code 1, as in LSP
-    assert client.finish() == 1
+    assert len(client.responses()) == 8  # one per request, none for the notification
+    client.close_stdin()
+    assert client.finish() == 0
 
 
 def test_stdin_closed_mid_answer_exits(repo: Path, spawn: Callable[..., Client]) -> None:

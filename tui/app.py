@@ -19,7 +19,7 @@ from textual.reactive import reactive
 from textual.widgets import Footer, Input
 
 from repoctx.errors import RepoctxError
-from repoctx.events import Notice, Token
+from repoctx.events import AnswerDone, Notice, Token
 from repoctx.session import Session
 from tui.commands import ChatCommands
 from tui.context_pane import ContextPane
@@ -93,17 +93,19 @@ class RepoctxApp(App[None]):
 
     @work(thread=True, exit_on_error=False, group="session")
     def run_job(self, name: str, job: Job) -> None:
-        """Run ``job`` on a worker thread, after the jobs before it; post what it returns, or
-        what went wrong."""
-        with self.jobs.lock:
-            try:
-                message: Message = job()
-            except (RepoctxError, OSError) as error:
-                message = JobFailed(name, str(error))
-            except Exception as error:  # a bug must not take the conversation down
-                self.log.error(f"job {name} failed", error)
-                message = JobFailed(name, f"unexpected error: {error!r}; please report it")
-            self.post_message(message)
+        """Run ``job`` on the session's thread, after the jobs before it, without blocking the
+        UI; post what it returns, or what went wrong."""
+        self.jobs.call(partial(self._job, name, job))
+
+    def _job(self, name: str, job: Job) -> None:
+        try:
+            message: Message = job()
+        except (RepoctxError, OSError) as error:
+            message = JobFailed(name, str(error))
+        except Exception as error:  # a bug must not take the conversation down
+            self.log.error(f"job {name} failed", error)
+            message = JobFailed(name, f"unexpected error: {error!r}; please report it")
+        self.post_message(message)  # from the session's thread: messages keep the jobs' order
 
     def change(self, change: Callable[[Session], None], doing: str) -> None:
         """Change the session and pack again, on a worker."""
@@ -183,7 +185,7 @@ class RepoctxApp(App[None]):
         await self._end_answer(message.done)
         self._show_usage(message.usage)
 
-    async def _end_answer(self, done: Any, failure: str = "") -> None:
+    async def _end_answer(self, done: AnswerDone | None, failure: str = "") -> None:
         if self._answer is not None:
             await self._answer.finish(done, failure)
             self._answer = None
@@ -234,6 +236,11 @@ class RepoctxApp(App[None]):
             await self._end_answer(None, f"no answer: {message.text}")
         elif not self.answering:
             self.query_one(StatusLine).set_state("ready" if self.session.result else "no pack")
+        if self.session.result is None and message.job in ("pack", "change"):
+            self.query_one(ConversationView).set_welcome(
+                f"Nothing is packed: {message.text}\n"
+                "Fix that, then /rescan (or /model PATH, /add PATH)."
+            )
 
     # -- keys ---------------------------------------------------------------------------------
 
@@ -246,8 +253,8 @@ class RepoctxApp(App[None]):
 
     def _bindings_table(self) -> list[Binding]:
         return [b for b in self.BINDINGS if isinstance(b, Binding)] + [
-            Binding("ctrl+p", "command_palette", "command palette"),
-            Binding("ctrl+q", "quit", "quit"),
+            Binding("ctrl+p", "command_palette", "Command palette"),
+            Binding("ctrl+q", "quit", "Quit"),
         ]
 
     def action_toggle_context(self) -> None:
@@ -312,5 +319,4 @@ def run_chat(paths: tuple[Path, ...], flags: dict[str, Any]) -> None:
     try:
         app.run()
     finally:
-        with app.jobs.lock:  # a job still running finishes (or stops) before the engine closes
-            session.close()
+        app.jobs.close()  # after the job still running, if any, has finished or stopped

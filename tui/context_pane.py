@@ -43,7 +43,8 @@ class ContextPane(Vertical):
     def show_pack(self, result: PackResult, usage: Usage, excluded: tuple[str, ...]) -> None:
         self.result, self.excluded = result, excluded
         self._dependents = result.graph.dependents()
-        self.border_title = f"context · {len(result.pack.segments):,} files"
+        count = len(result.pack.segments)
+        self.border_title = f"context · {count:,} file{'' if count == 1 else 's'}"
         self.query_one(BudgetBar).show(usage)
         self.query_one(PackTree).show(result, excluded)
         self.query_one("#details", Static).update("")

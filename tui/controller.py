@@ -1,6 +1,7 @@
-"""What the app asks of the session, as blocking jobs for thread workers. Each job returns the
-message to post when it is done; one lock runs them one at a time, so that a re-pack never
-races an answer."""
+"""What the app asks of the session, as blocking jobs. Each job returns the message to post
+when it is done. They all run, one at a time, on one thread that the session owns: a re-pack
+never races an answer, and the session's SQLite cache (bound to the thread that opened it) and
+engine always see the same thread."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 from textual.message import Message
 
 from repoctx.errors import NotADirectoryError_, PathNotFoundError, RepoctxError, UsageError
 from repoctx.events import Event
 from repoctx.fsutil import atomic_write
+from repoctx.paths import user_path
 from repoctx.session import Session
 from tui.messages import (
     AnswerFinished,
@@ -28,13 +32,24 @@ from tui.messages import (
 )
 
 Change = Callable[[Session], None]
+T = TypeVar("T")
 
 
 class SessionController:
     def __init__(self, session: Session, post: Callable[[Message], object]) -> None:
         self.session = session
         self._post = post
-        self.lock = threading.RLock()
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="repoctx-session")
+
+    def call(self, job: Callable[[], T]) -> T:
+        """Run ``job`` on the session's thread, after the jobs before it; wait for it."""
+        return self._thread.submit(job).result()
+
+    def close(self) -> None:
+        """Close the session on its thread once the jobs before have finished (a running
+        answer must have been cancelled, or this waits for it)."""
+        self.call(self.session.close)
+        self._thread.shutdown()
 
     def emit(self, event: Event) -> None:
         """The session's event sink: each event becomes a message for the app."""
@@ -56,9 +71,8 @@ class SessionController:
     # -- the pack -----------------------------------------------------------------------------
 
     def pack(self) -> PackReady:
-        with self.lock:
-            result = self.session.pack(self.emit)
-            return PackReady(result, self._usage_of_pack(), self.session.settings.exclude)
+        result = self.session.pack(self.emit)
+        return PackReady(result, self._usage_of_pack(), self.session.settings.exclude)
 
     def _usage_of_pack(self) -> Usage:
         usage = self.usage()
@@ -68,46 +82,41 @@ class SessionController:
     def change(self, change: Change) -> PackReady:
         """Apply ``change`` and pack again; when the new pack fails, the session goes back to
         its roots and settings from before (and its pack), and the error is raised."""
-        with self.lock:
-            roots, settings = list(self.session.roots), self.session.settings
-            try:
-                change(self.session)
-                return self.pack()
-            except RepoctxError:
+        roots, settings = list(self.session.roots), self.session.settings
+        try:
+            change(self.session)
+            return self.pack()
+        except RepoctxError:
+            if (self.session.roots, self.session.settings) != (roots, settings):
                 self.session.set_roots(roots)
                 self.session.settings = settings
                 self.session.result = None
                 with contextlib.suppress(RepoctxError):
                     self.session.pack(self.emit)
-                raise
+            raise
 
     # -- questions and conversations ----------------------------------------------------------
 
     def ask(self, question: str, cancel: threading.Event) -> AnswerFinished:
-        with self.lock:
-            done = self.session.ask(question, self.emit, cancel)
-            return AnswerFinished(done, self.usage())
+        done = self.session.ask(question, self.emit, cancel)
+        return AnswerFinished(done, self.usage())
 
     def offer(self) -> ResumeOffer | JobDone:
-        with self.lock:
-            found = self.session.conversations()
+        found = self.session.conversations()
         return ResumeOffer(found[0]) if found else JobDone("offer")
 
     def history(self) -> HistoryListed:
-        with self.lock:
-            return HistoryListed(self.session.conversations())
+        return HistoryListed(self.session.conversations())
 
     def resume(self, conversation_id: str) -> ConversationLoaded:
-        with self.lock:
-            found = self.session.resume(conversation_id)
-            if found is None:
-                raise UsageError("that conversation is gone from disk; pick another one")
-            return ConversationLoaded(found, self.usage())
+        found = self.session.resume(conversation_id)
+        if found is None:
+            raise UsageError("that conversation is gone from disk; pick another one")
+        return ConversationLoaded(found, self.usage())
 
     def new_conversation(self) -> ConversationLoaded:
-        with self.lock:
-            conversation = self.session.new_conversation()
-            return ConversationLoaded(conversation, self.usage())
+        conversation = self.session.new_conversation()
+        return ConversationLoaded(conversation, self.usage())
 
     def save_transcript(self, path: Path, text: str) -> JobDone:
         atomic_write(path, text.encode("utf-8", "surrogatepass"), mode=0o644)
@@ -119,7 +128,7 @@ class SessionController:
 
 def add_root(path: Path) -> Change:
     def change(session: Session) -> None:
-        folder = path.expanduser()
+        folder = user_path(path)
         if not folder.exists():
             raise PathNotFoundError(str(path))
         if not folder.is_dir():
@@ -170,7 +179,7 @@ def include_again(patterns: tuple[str, ...]) -> Change:
 
 def switch_model(model: str) -> Change:
     def change(session: Session) -> None:
-        session.set_model(str(Path(model).expanduser()))
+        session.set_model(str(user_path(model)))
 
     return change
 
@@ -183,7 +192,7 @@ def path_pattern(path: str) -> str:
 
 
 def _names_root(target: str, root: Path) -> bool:
-    return target.strip().rstrip("/") == root.name or _same(Path(target).expanduser(), root)
+    return target.strip().rstrip("/") == root.name or _same(user_path(target), root)
 
 
 def _same(a: Path, b: Path) -> bool:

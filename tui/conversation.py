@@ -41,10 +41,6 @@ class AnswerView(Vertical):
         yield Markdown(self.source, open_links=False)
         yield Static("", classes="answer-note", markup=False)
 
-    @property
-    def streaming(self) -> bool:
-        return self._stream is not None
-
     def begin(self) -> None:
         self._note("…")
         self._stream = Markdown.get_stream(self.query_one(Markdown))
@@ -90,12 +86,6 @@ class ConversationView(VerticalScroll):
     @property
     def answers(self) -> list[AnswerView]:
         return list(self.query(AnswerView))
-
-    @property
-    def current(self) -> AnswerView | None:
-        """The answer being written, if any."""
-        answers = self.answers
-        return answers[-1] if answers and answers[-1].streaming else None
 
     async def ask(self, question: str) -> AnswerView:
         """Show ``question`` and an empty answer that streams from now on."""

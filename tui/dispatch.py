@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from repoctx.errors import UsageError
+from repoctx.paths import user_path
 from tui.commands import parse
 from tui.controller import add_root, drop, exclude, include_again, switch_model
 from tui.transcript import transcript
@@ -67,7 +68,7 @@ class CommandRunner:
         model = session.result.model.path.name if session.result else conversation.model
         names = [root.name for root in session.roots]
         text = transcript(conversation.title, names, model, list(conversation.messages))
-        target = Path(path).expanduser()
+        target = user_path(path)
         self.app.run_job("save", partial(self.app.jobs.save_transcript, target, text))
 
     def completions(self, kind: str) -> list[str]:

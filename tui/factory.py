@@ -10,18 +10,27 @@ from typing import Any
 from repoctx.config import load_settings
 from repoctx.conversations import ConversationStore
 from repoctx.engine.base import Engine, GenerationOptions
-from repoctx.events import EventSink
+from repoctx.events import Event, EventSink, ModelReady
 from repoctx.modelfile import ModelInfo
+from repoctx.paths import user_path
 from repoctx.session import EngineFactory, Session, engine_factory_from_env
 
 
 def announcing(factory: EngineFactory) -> EngineFactory:
-    """``factory``, reporting the engine's ``ModelReady`` as soon as it is loaded (engines that
-    already report it are not harmed: the status line shows the same thing twice)."""
+    """``factory``, making sure that the engine's ``ModelReady`` is reported once it is loaded
+    (the scripted engine does not report it; the real one does)."""
 
     def open_engine(model: ModelInfo, n_ctx: int, on_event: EventSink) -> Engine:
-        engine = factory(model, n_ctx, on_event)
-        on_event(engine.ready)
+        reported: list[Event] = []
+
+        def sink(event: Event) -> None:
+            if isinstance(event, ModelReady):
+                reported.append(event)
+            on_event(event)
+
+        engine = factory(model, n_ctx, sink)
+        if not reported:
+            on_event(engine.ready)
         return engine
 
     return open_engine
@@ -37,12 +46,12 @@ def build_session(
 ) -> Session:
     """A session over ``paths`` with settings layered as for every command, and the engine
     chosen by the environment unless one is given."""
-    roots = [Path(path).expanduser() for path in paths]
+    roots = [user_path(path) for path in paths]
     settings = load_settings(roots, flags)
     return Session(
         roots,
         settings,
-        engine_factory=announcing(engine_factory or engine_factory_from_env()),
+        engine_factory=announcing(engine_factory or engine_factory_from_env(settings)),
         generation=generation,
         conversations=conversations,
     )

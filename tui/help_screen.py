@@ -23,14 +23,17 @@ PANE_KEYS = (
 
 
 def help_markdown(keys: Sequence[tuple[str, str]]) -> str:
-    lines = ["# repoctx chat", "", "## Keys", "", "| key | does |", "|---|---|"]
-    lines += [f"| {key} | {what} |" for key, what in [*keys, *PANE_KEYS]]
-    lines += ["", "## Commands", "", "| command | does |", "|---|---|"]
-    lines += [f"| `{spec.usage}` | {spec.help} |" for spec in COMMANDS]
+    lines = ["## Keys", ""]
+    lines += [f"- **{key}** · {what}" for key, what in [*keys, *PANE_KEYS]]
+    lines += ["", "## Commands", ""]
+    lines += [f"- `{spec.usage}` · {spec.help}" for spec in COMMANDS]
     lines += [
         "",
         "Conversations are kept per set of repositories: opening the same repositories again "
         "offers the last one, and its cache is restored from disk.",
+        "",
+        "Themes: Ctrl+P, then *theme*; `TEXTUAL_THEME=textual-ansi` follows the terminal's own "
+        "colours, light or dark.",
     ]
     return "\n".join(lines)
 
@@ -46,7 +49,8 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help-body") as body:
-            body.border_title = "Help · Escape closes"
+            body.border_title = "repoctx chat · help"
+            body.border_subtitle = "Escape closes"
             yield Markdown(help_markdown(self.keys))
 
     async def action_dismiss(self, result: None = None) -> None:

@@ -105,7 +105,8 @@ def _fill(
             counts[folder] += 1
     nodes: dict[str, TreeNode[Entry]] = {}
     for root in result.snapshot.roots:
-        label = _label(root.name, f"{totals[root.name]:,} tokens · {counts[root.name]:,} files")
+        files = counts[root.name]
+        label = _label(root.name, f"{totals[root.name]:,} tokens · {files:,} file{_s(files)}")
         nodes[root.name] = top.add(
             label, Entry(Kind.ROOT, root.name, totals[root.name]), expand=True
         )
@@ -162,6 +163,10 @@ def _add_omitted(nodes: dict[str, TreeNode[Entry]], omitted: Sequence[Omission])
             label = Text(entry.path)
             label.append(f"  {entry.reason}", style="dim italic")
             group.add_leaf(label, entry)
+
+
+def _s(count: int) -> str:
+    return "" if count == 1 else "s"
 
 
 def _label(name: str, detail: str) -> Text:

@@ -52,7 +52,8 @@ class Activity:
             self.state = f"answering · {self.cache}"
         elif isinstance(event, Token):
             self._tokens += 1
-            self.state = f"answering · {self._tokens:,} tokens"
+            plural = "" if self._tokens == 1 else "s"
+            self.state = f"answering · {self._tokens:,} token{plural}"
         elif isinstance(event, AnswerDone):
             self.finished()
 
@@ -62,7 +63,7 @@ class Activity:
             self.state = self._prefilling(done, total, at)
             return
         self._prefill = None
-        of = f" {done:,}/{total:,} {event.unit}" if total else ""
+        of = _amount(done, total, event.unit)
         if stage in PACK_STAGES:
             self.state = f"packing · {PACK_STAGES[stage]}{of}"
         elif stage == "load":
@@ -101,16 +102,24 @@ class Activity:
         return f"{ready.model} · ctx {ready.n_ctx:,} · KV {ready.kv_type} · {ready.device}"
 
 
+def _amount(done: int, total: int, unit: str) -> str:
+    """`` 3/10 files``, `` 12/31 MiB``; nothing when there is no count worth showing."""
+    if total <= 1:
+        return ""
+    if unit == "bytes":
+        return f" {done / 2**20:,.0f}/{total / 2**20:,.0f} MiB"
+    return f" {done:,}/{total:,} {unit}"
+
+
 def cache_summary(outcome: CacheOutcome) -> str:
-    evaluated = f"prefilled {outcome.evaluated_tokens:,}"
+    """Where the prompt came from: restored or reused tokens, and the tokens evaluated anew."""
+    prefilled = f"{outcome.evaluated_tokens:,} prefilled"
     if outcome.source == "disk":
-        return (
-            f"restored {outcome.restored_tokens:,} tokens from disk in "
-            f"{outcome.restore_s:.1f} s, {evaluated}"
-        )
+        restored = f"{outcome.restored_tokens:,} from disk in {outcome.restore_s:.1f} s"
+        return f"{restored} + {prefilled}"
     if outcome.source == "memory":
-        return f"reused {outcome.restored_tokens:,} cached tokens, {evaluated}"
-    return f"no cache, {evaluated} tokens"
+        return f"{outcome.restored_tokens:,} cached + {prefilled}"
+    return f"{prefilled}, no cache"
 
 
 def duration(seconds: float) -> str:

@@ -14,6 +14,7 @@ from repoctx.engine.base import GenerationOptions
 from tui.app import RepoctxApp
 from tui.factory import build_session
 
+
 @pytest.fixture
 def shop(make_repo: Callable[..., Path]) -> Path:
     return make_repo(SHOP, name="shop")

@@ -8,6 +8,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from textual.pilot import Pilot
+from textual.widgets.tree import TreeNode
 
 from repoctx.engine.base import Engine
 from repoctx.engine.fake import FakeEngine
@@ -25,6 +26,13 @@ SHOP = {
     "    return money.Money(sum(i.price.cents for i in items))\n",
     "tests/test_cart.py": "from shop.cart import total\n\n\ndef test_empty():\n"
     "    assert total([]).cents == 0\n",
+    "src/shop/pricing.py": "from .money import Money\n\n\n"
+    + "".join(
+        f"def discount_{n}(price: Money) -> Money:\n"
+        + "".join(f"    step_{i} = price.cents * {i} // 100\n" for i in range(8))
+        + f"    return Money(price.cents - {n})\n\n\n"
+        for n in range(3)
+    ),
     "README.md": "# shop\n\nA tiny shop.\n",
 }
 
@@ -73,8 +81,8 @@ async def submit(pilot: Pilot[Any], text: str) -> None:
     prompt = pilot.app.query_one(PromptInput)
     prompt.focus()
     prompt.value = text
-    await pilot.press("enter")
-    await pilot.pause()
+    await prompt.action_submit()  # as Enter does, without waiting for the app to be idle
+    await pilot.pause(0.05)
 
 
 async def wait_for(pilot: Pilot[Any], condition: Callable[[], bool], timeout: float = 10) -> None:
@@ -89,3 +97,18 @@ async def wait_for(pilot: Pilot[Any], condition: Callable[[], bool], timeout: fl
 
 def notifications(app: RepoctxApp) -> list[str]:
     return [n.message for n in app._notifications]
+
+
+def tree_lines(app: RepoctxApp) -> list[str]:
+    """The context tree as text, one node a line, indented by depth (expanded or not)."""
+    from tui.pack_tree import PackTree
+
+    lines: list[str] = []
+
+    def walk(node: TreeNode[Any], depth: int) -> None:
+        for child in node.children:
+            lines.append("  " * depth + child.label.plain)
+            walk(child, depth + 1)
+
+    walk(app.query_one(PackTree).root, 0)
+    return lines

@@ -31,8 +31,7 @@ command('RepoctxClose', function()
   require('repoctx').close()
 end, { desc = "Stop this project's server" })
 
-vim.keymap.set('x', '<Plug>(RepoctxAskSelection)', function()
-  -- leave visual mode first so that the '< and '> marks hold this selection
-  vim.api.nvim_feedkeys(vim.api.nvim_replace_termcodes('<Esc>', true, false, true), 'nx', false)
-  require('repoctx').ask_selection()
-end, { desc = 'Ask repoctx about the selection' })
+-- ':' leaves visual mode (setting the '< and '> marks), <C-u> drops the range it inserts
+local ask_selection = ":<C-u>lua require('repoctx').ask_selection()<CR>"
+vim.keymap.set('x', '<Plug>(RepoctxAskSelection)', ask_selection,
+  { silent = true, desc = 'Ask repoctx about the selection' })

@@ -4,10 +4,13 @@
 -- line-delimited JSON-RPC protocol of docs/protocol.md, and streams answers into the scratch
 -- buffer `repoctx://answer`. Lua only, no dependencies; works with Neovim 0.7 and later.
 
+local answer = require('repoctx.answer')
+local Client = require('repoctx.client')
+
 local M = {}
 
 local defaults = {
-  cmd = { 'repoctx', 'serve', '--stdio' }, -- the server; e.g. { 'python3', '-m', 'repoctx', 'serve', '--stdio' }
+  cmd = { 'repoctx', 'serve', '--stdio' }, -- the server, as a list of arguments
   split = 'botright vsplit', -- how the answer window opens
   budget = nil, -- token budget of the pack (nil: the model's context less a reserve)
   include = nil, -- list of glob patterns
@@ -19,220 +22,12 @@ local defaults = {
 M.config = vim.deepcopy(defaults)
 M.last_result = nil -- the result of the last answer that finished (for scripts and tests)
 
-local ANSWER_NAME = 'repoctx://answer'
 local clients = {} -- project root -> client
 local last_root = nil
 local levels = vim.log.levels
 
 local function notify(message, level)
   vim.notify('repoctx: ' .. message, level or levels.INFO)
-end
-
-local function split_lines(text)
-  local lines, start = {}, 1
-  while true do
-    local found = string.find(text, '\n', start, true)
-    if not found then
-      table.insert(lines, string.sub(text, start))
-      return lines
-    end
-    table.insert(lines, string.sub(text, start, found - 1))
-    start = found + 1
-  end
-end
-
-local function is_null(value)
-  return value == nil or value == vim.NIL
-end
-
--- The answer buffer -------------------------------------------------------------------------
-
-local function find_answer_buffer()
-  for _, buf in ipairs(vim.api.nvim_list_bufs()) do
-    if vim.api.nvim_buf_is_valid(buf) and vim.api.nvim_buf_get_name(buf) == ANSWER_NAME then
-      return buf
-    end
-  end
-  return nil
-end
-
-local function answer_buffer()
-  local buf = find_answer_buffer()
-  if not buf then
-    buf = vim.api.nvim_create_buf(false, true)
-    vim.api.nvim_buf_set_name(buf, ANSWER_NAME)
-    vim.api.nvim_buf_set_option(buf, 'filetype', 'markdown')
-  end
-  if vim.fn.bufwinid(buf) == -1 then
-    local previous = vim.api.nvim_get_current_win()
-    vim.cmd(M.config.split)
-    vim.api.nvim_win_set_buf(0, buf)
-    vim.api.nvim_win_set_option(0, 'wrap', true)
-    vim.api.nvim_set_current_win(previous)
-  end
-  return buf
-end
-
-local function scroll_to_end(buf)
-  local last = vim.api.nvim_buf_line_count(buf)
-  for _, win in ipairs(vim.api.nvim_list_wins()) do
-    if vim.api.nvim_win_get_buf(win) == buf then
-      vim.api.nvim_win_set_cursor(win, { last, 0 })
-    end
-  end
-end
-
--- Appends text to the end of the buffer: the first line continues the last line.
-local function append_text(buf, text)
-  if not vim.api.nvim_buf_is_valid(buf) then
-    return
-  end
-  local last = vim.api.nvim_buf_line_count(buf)
-  local tail = vim.api.nvim_buf_get_lines(buf, last - 1, last, false)[1] or ''
-  local parts = split_lines(text)
-  parts[1] = tail .. parts[1]
-  vim.api.nvim_buf_set_lines(buf, last - 1, last, false, parts)
-  scroll_to_end(buf)
-end
-
-local function append_heading(buf, question, context)
-  local lines = vim.api.nvim_buf_get_lines(buf, 0, -1, false)
-  local empty = #lines == 1 and lines[1] == ''
-  local heading = '## ' .. split_lines(question)[1]
-  local block = { heading }
-  if context and context.selection and context.path then
-    table.insert(block, string.format('_(selection of %s, lines %d-%d)_',
-      vim.fn.fnamemodify(context.path, ':~:.'), context.startLine, context.endLine))
-  end
-  table.insert(block, '')
-  table.insert(block, '')
-  if empty then
-    vim.api.nvim_buf_set_lines(buf, 0, -1, false, block)
-  else
-    table.insert(block, 1, '')
-    vim.api.nvim_buf_set_lines(buf, -1, -1, false, block)
-  end
-  scroll_to_end(buf)
-end
-
--- The client: one server process per project ------------------------------------------------
-
-local Client = {}
-Client.__index = Client
-
-function Client:send(message)
-  message.jsonrpc = '2.0'
-  local ok, err = pcall(vim.fn.chansend, self.job, vim.fn.json_encode(message) .. '\n')
-  if not ok then
-    notify('cannot write to the server: ' .. tostring(err), levels.ERROR)
-  end
-end
-
-function Client:request(method, params, callback)
-  self.next_id = self.next_id + 1
-  local id = self.next_id
-  self.callbacks[id] = callback
-  self:send({ id = id, method = method, params = params or vim.empty_dict() })
-  return id
-end
-
-function Client:notify_server(method, params)
-  self:send({ method = method, params = params or vim.empty_dict() })
-end
-
-function Client:on_message(message)
-  if type(message) ~= 'table' then
-    return
-  end
-  if message.method ~= nil then
-    local params = message.params or {}
-    if message.method == '$/token' and self.streams[params.id] then
-      self.streams[params.id](params.text)
-    elseif message.method == '$/progress' then
-      self.progress = params
-    elseif message.method == '$/notice' then
-      notify(tostring(params.message), levels.WARN)
-    end
-    return
-  end
-  local callback = self.callbacks[message.id]
-  if callback then
-    self.callbacks[message.id] = nil
-    callback(not is_null(message.error) and message.error or nil, message.result)
-  elseif not is_null(message.error) then
-    notify(tostring(message.error.message), levels.ERROR)
-  end
-end
-
-function Client:on_stdout(data)
-  self.partial = self.partial .. data[1]
-  for index = 2, #data do
-    local line = self.partial
-    self.partial = data[index]
-    if line ~= '' then
-      local ok, message = pcall(vim.fn.json_decode, line)
-      if ok then
-        self:on_message(message)
-      else
-        notify('not a protocol line from the server: ' .. line:sub(1, 200), levels.WARN)
-      end
-    end
-  end
-end
-
-function Client:on_exit(code)
-  if clients[self.root] == self then
-    clients[self.root] = nil
-  end
-  for id, callback in pairs(self.callbacks) do
-    self.callbacks[id] = nil
-    callback({ code = -1, message = 'the server exited' }, nil)
-  end
-  if code ~= 0 and not self.closing then
-    local detail = table.concat(self.stderr, '\n'):gsub('%s+$', '')
-    notify(string.format('the server exited with code %d\n%s', code, detail:sub(-2000)), levels.ERROR)
-  end
-end
-
-local function start_client(root)
-  local self = setmetatable({
-    root = root, next_id = 0, callbacks = {}, streams = {}, partial = '', stderr = {},
-    asks = {}, conversation = nil, stats = nil, progress = nil, closing = false,
-  }, Client)
-  local ok, job = pcall(vim.fn.jobstart, M.config.cmd, {
-    cwd = root,
-    stdin = 'pipe',
-    on_stdout = function(_, data) self:on_stdout(data) end,
-    on_stderr = function(_, data)
-      for _, line in ipairs(data) do
-        if line ~= '' then
-          table.insert(self.stderr, line)
-          if #self.stderr > 50 then table.remove(self.stderr, 1) end
-        end
-      end
-    end,
-    on_exit = function(_, code) self:on_exit(code) end,
-  })
-  if not ok or type(job) ~= 'number' or job <= 0 then
-    notify('cannot start ' .. table.concat(M.config.cmd, ' ') .. ' (' .. tostring(job) ..
-      '); set the command with require("repoctx").setup{ cmd = {...} }', levels.ERROR)
-    return nil
-  end
-  self.job = job
-  self:request('initialize', { protocolVersion = 1, clientInfo = { name = 'repoctx.nvim' } },
-    function(err)
-      if err then notify('initialize failed: ' .. tostring(err.message), levels.ERROR) end
-    end)
-  local params = { roots = { root }, budget = M.config.budget, include = M.config.include,
-    exclude = M.config.exclude }
-  self:request('context/open', params, function(err, result)
-    if err then
-      notify('cannot open ' .. root .. ': ' .. tostring(err.message), levels.ERROR)
-    else
-      self.stats = result
-    end
-  end)
-  return self
 end
 
 -- The project of a buffer: the git root of its folder, else the working directory.
@@ -252,10 +47,16 @@ local function project_root(buf)
   return dir
 end
 
+local function forget(client)
+  if clients[client.root] == client then
+    clients[client.root] = nil
+  end
+end
+
 local function client_for(buf)
   local root = project_root(buf or 0)
   last_root = root
-  clients[root] = clients[root] or start_client(root)
+  clients[root] = clients[root] or Client.start(root, M.config, forget)
   return clients[root]
 end
 
@@ -271,12 +72,12 @@ function M.ask(question, context)
   if not client then
     return nil
   end
-  local buf = answer_buffer()
+  local buf = answer.buffer(M.config.split)
   local started = false
   local function start()
     if not started then
       started = true
-      append_heading(buf, question, context)
+      answer.heading(buf, question, context)
     end
   end
   local params = { question = question, conversationId = client.conversation, context = context }
@@ -286,18 +87,19 @@ function M.ask(question, context)
     client.asks[id] = nil
     start()
     if err then
-      append_text(buf, string.format('\n[error %s] %s\n', tostring(err.code), tostring(err.message)))
+      local text = string.format('\n[error %s] %s\n', tostring(err.code), tostring(err.message))
+      answer.append(buf, text)
       return
     end
     client.conversation = result.conversationId
     if result.stopReason == 'cancelled' then
-      append_text(buf, '\n[stopped]')
+      answer.append(buf, '\n[stopped]')
     end
     M.last_result = result
   end)
   client.streams[id] = function(text)
     start()
-    append_text(buf, text)
+    answer.append(buf, text)
   end
   client.asks[id] = true
   return id
@@ -345,6 +147,10 @@ end
 -- The visual-mode mapping: asks for a question about the selection.
 function M.ask_selection(question)
   local first, last, text = last_selection()
+  if first == 0 then
+    notify('select some text first', levels.WARN)
+    return nil
+  end
   question = question or vim.fn.input('repoctx: ask about the selection: ')
   return M.ask(question, editor_context(first, last, text))
 end
@@ -433,16 +239,10 @@ function M.status()
   end
 end
 
-local function close_client(client)
-  client.closing = true
-  client:request('shutdown', nil, function() end)
-  client:notify_server('exit')
-end
-
 function M.close()
   local client = clients[project_root(0)]
   if client then
-    close_client(client)
+    client:close()
   end
 end
 
@@ -476,7 +276,7 @@ function M.setup(opts)
     group = group,
     callback = function()
       for _, client in pairs(clients) do
-        close_client(client)
+        client:close()
       end
     end,
   })
