@@ -84,7 +84,7 @@ class KVStore:
         self.keep_recent = max(1, keep_recent)
         self.min_free_bytes = min_free_bytes
         self._folder = Folder(self.root)
-        self._on_event = on_event
+        self.on_event = on_event  # where notices go; the engine points it at each answer's sink
         self._reported: set[str] = set()
 
     def find(
@@ -120,7 +120,14 @@ class KVStore:
         entry = match.entry
         try:
             fd = os.open(entry.data_path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
+        except FileNotFoundError:
+            return 0
+        except OSError as error:
+            self._notice(
+                f"saved state {entry.data_path} cannot be read ({error.strerror}); prefilling "
+                "instead. Check its permissions, or remove it with `repoctx cache clear`",
+                once=entry.id,
+            )
             return 0
         try:
             if not lock(fd, shared=True, timeout=self.lock_timeout):
@@ -381,7 +388,7 @@ class KVStore:
             if once in self._reported:
                 return
             self._reported.add(once)
-        self._on_event(Notice(message, level))
+        self.on_event(Notice(message, level))
 
 
 def _restore_checked(fd: int, entry: Entry, reader: Reader, full: bool) -> tuple[int, str | None]:

@@ -101,6 +101,8 @@ class LlamaEngine:
                 f"the prompt has {len(ids):,} tokens and the context {self.plan.n_ctx:,}; "
                 "start a new conversation or pass a smaller --budget"
             )
+        if self.store is not None:
+            self.store.on_event = on_event  # what the store finds concerns this answer
         source, kept, restore_s = self._restore(ids, on_event)
         evaluated = self._prefill(ids, kept, on_event, cancel)
         if evaluated < len(ids) - kept:
@@ -119,7 +121,7 @@ class LlamaEngine:
         """Keep the live context's prefix, or restore a longer one from disk."""
         live = min(self._live_prefix(ids), len(ids) - 1)
         match = self.store.find(self.key, ids, max_tokens=self.plan.n_ctx) if self.store else None
-        if self.store is None or match is None or match.prefix <= live:
+        if self.store is None or match is None or min(match.prefix, len(ids) - 1) <= live:
             self._truncate(live)
             return ("memory" if live else "none"), live, 0.0
         started = time.perf_counter()
@@ -240,6 +242,9 @@ class LlamaEngine:
             )
             if written == 0:
                 raise OSError(f"llama.cpp could not write the state to {path}")
+            size = os.stat(path).st_size
+            if size != written:  # llama.cpp does not check the fclose that flushes its last write
+                raise OSError(f"llama.cpp wrote {size:,} of {written:,} bytes of the state")
 
         on_event(Progress("save", 0, expected, "bytes"))
         label = f"{self.model.path.name}: {len(tokens):,} tokens"

@@ -64,7 +64,7 @@ def make_plan(
             f"{n_ctx:,}; pass a smaller --budget or a model with a longer context"
         )
     n_ubatch = 2048 if memory.gpu else 512
-    choices = [kv_type] if kv_type else (list(KV_ORDER) if memory.gpu else ["f16", "q8_0"])
+    choices = [kv_type] if kv_type else (list(KV_ORDER) if memory.gpu else ["f16"])
     budget = int(memory.free_bytes * _HEADROOM)
     for choice in choices:
         if choice not in KV_BYTES:
@@ -87,6 +87,9 @@ def _shape(model: ModelInfo) -> ModelShape:
 def _no_fit_message(
     model: ModelInfo, shape: ModelShape, n_ctx: int, memory: Memory, budget: int, kv: str, ub: int
 ) -> str:
+    from repoctx.pipeline import default_reserve  # the context adds it to the pack's budget
+
+    reserve = default_reserve(model.context_length or n_ctx)
     fixed = estimate_bytes(shape, model.vocab_size, 0, kv, ub)
     per_token = shape.kv_bytes_per_token(KV_BYTES[kv], KV_BYTES[kv])
     fits = max(0, int((budget - fixed) / per_token))
@@ -98,7 +101,7 @@ def _no_fit_message(
         )
     return (
         f"{n_ctx:,} tokens do not fit in the {free} even with a {kv} KV cache: about "
-        f"{fits:,} would; pass --budget {max(1, fits - 4096):,} or free memory"
+        f"{fits:,} would; pass --budget {max(1, fits - reserve - 256):,} or free memory"
     )
 
 

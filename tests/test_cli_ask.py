@@ -1,0 +1,242 @@
+"""`repoctx ask` as a user runs it: the question as an argument or on stdin, the answer alone on
+stdout, events as JSON lines, exit codes, and Ctrl-C that stops cleanly and keeps a checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+from repo_helpers import LLAMA3_VOCAB, MakeRepo
+
+from repoctx import synth
+from repoctx.kvstore import KVStore
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT = 120
+SCRIPTED = "This is a scripted answer."
+FILES = {
+    "shop/cart.py": "from shop.prices import price\n\n\ndef total(items):\n"
+    "    return sum(price(item) for item in items)\n",
+    "shop/prices.py": 'PRICES = {"apple": 3, "pear": 4}\n\n\ndef price(item):\n'
+    "    return PRICES[item]\n",
+}
+
+
+def ask(
+    *args: str,
+    stdin: str | None = None,
+    env: Mapping[str, str] | None = None,
+    engine: str | None = "fake",
+) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, **(env or {})}
+    environment.pop("REPOCTX_ENGINE", None)
+    if engine:
+        environment["REPOCTX_ENGINE"] = engine
+    return subprocess.run(
+        [sys.executable, "-m", "repoctx", "ask", *args],
+        cwd=ROOT, env=environment, input=stdin, capture_output=True, text=True,
+        timeout=TIMEOUT, stdin=None if stdin is not None else subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def json_lines(stdout: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stdout.splitlines()]
+
+
+@pytest.fixture
+def shop(make_repo: MakeRepo) -> Path:
+    return make_repo(FILES, name="shop")
+
+
+# -- the question -------------------------------------------------------------------------------
+
+
+def test_the_question_as_an_argument(shop: Path) -> None:
+    done = ask(str(shop), "What does total return?")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == SCRIPTED + "\n", "the answer alone on stdout"
+    assert "no cached state; evaluated" in done.stderr  # the cache outcome goes to stderr
+    assert SCRIPTED not in done.stderr
+
+
+def test_the_question_on_stdin_after_a_dash(shop: Path) -> None:
+    done = ask(str(shop), "-", stdin="What does total return?\n")
+    assert (done.returncode, done.stdout) == (0, SCRIPTED + "\n"), done.stderr
+
+
+def test_the_question_piped_with_only_the_path(shop: Path) -> None:
+    done = ask(str(shop), stdin="  What does\ntotal return?  \n")
+    assert (done.returncode, done.stdout) == (0, SCRIPTED + "\n"), done.stderr
+
+
+def test_the_scripted_answer_comes_from_the_environment(shop: Path) -> None:
+    done = ask(str(shop), "Why?", env={"REPOCTX_FAKE_ANSWER": "Because the cart sums prices."})
+    assert (done.returncode, done.stdout) == (0, "Because the cart sums prices.\n"), done.stderr
+
+
+# -- usage, pack and model errors ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin"),
+    [(("   ",), None), (("-",), " \n\t\n"), ((), "")],
+    ids=["blank-argument", "blank-stdin", "empty-pipe"],
+)
+def test_an_empty_question_is_a_usage_error(
+    shop: Path, args: tuple[str, ...], stdin: str | None
+) -> None:
+    done = ask(str(shop), *args, stdin=stdin)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "question is empty" in done.stderr, done.stderr
+
+
+def test_no_arguments_is_a_usage_error() -> None:
+    done = ask()
+    assert done.returncode == 2 and done.stdout == ""
+
+
+def test_a_path_that_does_not_exist_is_a_usage_error(tmp_path: Path) -> None:
+    done = ask(str(tmp_path / "nowhere"), "What?")
+    assert done.returncode == 2
+    assert "nowhere: no such directory" in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_a_folder_with_nothing_to_pack_is_a_pack_error(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    done = ask(str(tmp_path / "empty"), "What?")
+    assert done.returncode == 3, done.stderr
+    assert done.stdout == ""
+
+
+@pytest.mark.parametrize("engine", ["fake", None], ids=["fake-engine", "llama-engine"])
+def test_a_bad_model_path_is_a_model_error(shop: Path, tmp_path: Path, engine: str | None) -> None:
+    done = ask(str(shop), "What?", "--model", str(tmp_path / "missing.gguf"), engine=engine)
+    assert done.returncode == 4
+    assert "missing.gguf: no such model file" in done.stderr and done.stderr.count("\n") == 1
+    not_a_model = tmp_path / "notes.gguf"
+    not_a_model.write_text("not a model, just notes " * 10)
+    done = ask(str(shop), "What?", "--model", str(not_a_model), engine=engine)
+    assert done.returncode == 4, done.stderr
+    assert "not a GGUF model file" in done.stderr
+    assert done.stdout == ""
+
+
+# -- JSON lines ---------------------------------------------------------------------------------
+
+
+def test_json_emits_the_event_stream(shop: Path) -> None:
+    done = ask(str(shop), "What does total return?", "--json")
+    assert done.returncode == 0, done.stderr
+    records = json_lines(done.stdout)  # every line of stdout is one JSON object
+    kinds = [record["event"] for record in records]
+    assert {"CacheOutcome", "Token", "AnswerDone"} <= set(kinds)
+    assert kinds[-1] == "AnswerDone"
+    assert kinds.index("CacheOutcome") < kinds.index("Token")
+    (outcome,) = [r for r in records if r["event"] == "CacheOutcome"]
+    assert outcome["source"] == "none" and outcome["prompt_tokens"] > 0
+    assert outcome["evaluated_tokens"] == outcome["prompt_tokens"]
+    answer = records[-1]
+    assert answer["text"] == SCRIPTED and answer["stop_reason"] == "end"
+    assert "".join(r["text"] for r in records if r["event"] == "Token") == SCRIPTED
+
+
+# -- Ctrl-C -------------------------------------------------------------------------------------
+
+
+def start(args: list[str], env: Mapping[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "repoctx", "ask", *args],
+        cwd=ROOT, env={**os.environ, **env}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def read_until(stream: IO[str], event: str, done: int = 0) -> dict[str, Any]:
+    """Read JSON lines until an event of this kind (a Progress of the prefill with at least
+    ``done`` tokens); the reader's timeout is the test's subprocess timeout."""
+    for line in stream:
+        record = json.loads(line)
+        prefill = event != "Progress" or record.get("stage") == "prefill"
+        if record["event"] == event and prefill and record.get("done", 0) >= done:
+            return record
+    raise AssertionError(f"the process ended before a {event} event")
+
+
+def interrupt(process: subprocess.Popen[str]) -> tuple[str, str]:
+    process.send_signal(signal.SIGINT)
+    try:
+        return process.communicate(timeout=TIMEOUT)
+    finally:
+        process.kill()
+
+
+def test_ctrl_c_while_answering_stops_with_exit_130(shop: Path) -> None:
+    long_answer = " ".join(["word"] * 200)
+    env = {"REPOCTX_ENGINE": "fake", "REPOCTX_FAKE_ANSWER": long_answer,
+           "REPOCTX_FAKE_TOKEN_S": "0.05"}  # fmt: skip
+    process = start([str(shop), "Go on?", "--json"], env)
+    assert process.stdout is not None
+    read_until(process.stdout, "Token")
+    stdout, stderr = interrupt(process)
+    assert process.returncode == 130, stderr
+    records = json_lines(stdout)
+    assert records[-1]["event"] == "AnswerDone" and records[-1]["stop_reason"] == "cancelled"
+    assert len(records[-1]["text"]) < len(long_answer)
+    assert "interrupted" in stderr
+
+
+def big_repository(make_repo: MakeRepo) -> Path:
+    """~11K tokens of Python: a prefill of about a second with the tiny model."""
+    files = {}
+    for module in range(10):
+        functions = [
+            f"def handler_{module}_{n}(request, limit={n}):\n"
+            f'    """Handle request {n} of module {module}: validate, then dispatch."""\n'
+            f"    if request.size > limit * {module + 1}:\n"
+            f"        raise ValueError('request {n} is too large for module {module}')\n"
+            f"    return dispatch(request, priority={n % 7}, retries={module % 3})\n\n\n"
+            for n in range(16)
+        ]
+        files[f"service/module_{module:02d}.py"] = "".join(functions)
+    return make_repo(files, name="service")
+
+
+def test_ctrl_c_during_the_prefill_keeps_a_checkpoint_for_the_next_run(
+    make_repo: MakeRepo, tmp_path: Path
+) -> None:
+    repo = big_repository(make_repo)
+    model = synth.write_synthetic_gguf(tmp_path / "tiny.gguf", synth.TINY, LLAMA3_VOCAB)
+    home = tmp_path / "home"
+    args = [str(repo), "What does handler_3_4 do?", "--model", str(model), "--json",
+            "--max-tokens", "4"]  # fmt: skip
+    process = start(args, {"REPOCTX_HOME": str(home), "REPOCTX_ENGINE": ""})
+    assert process.stdout is not None
+    progress = read_until(process.stdout, "Progress", done=1536)
+    total = progress["total"]
+    assert total > 8_000, "the prompt must be long enough to interrupt its prefill"
+    stdout, stderr = interrupt(process)
+    assert process.returncode == 130, stderr
+    records = json_lines(stdout)
+    assert "CacheOutcome" not in {r["event"] for r in records}, "stopped during the prefill"
+    assert "saved for the next run" in stderr
+    (checkpoint,) = KVStore(home / "cache" / "kv").entries()
+    assert 1536 <= checkpoint.n_tokens < total
+
+    done = subprocess.run(
+        [sys.executable, "-m", "repoctx", "ask", *args], cwd=ROOT,
+        env={**os.environ, "REPOCTX_HOME": str(home), "REPOCTX_ENGINE": ""},
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=TIMEOUT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (outcome,) = [r for r in json_lines(done.stdout) if r["event"] == "CacheOutcome"]
+    assert outcome["source"] == "disk"
+    assert outcome["restored_tokens"] == checkpoint.n_tokens
+    assert outcome["evaluated_tokens"] == total - checkpoint.n_tokens

@@ -1,0 +1,633 @@
+"""Faults around the engine's saved KV states, injected with a tiny synthetic model: each is
+reported once, answered by a fresh prefill with the same answer, never a crash, never an answer
+computed on a wrong state, never a partial file left behind. And stopping a prefill (cancel,
+Ctrl-C) keeps a checkpoint that the next answer resumes from."""
+
+from __future__ import annotations
+
+# llama_cpp before anything that imports numpy: on CUDA builds the other order crashes at model
+# load. Keep this the first third-party import.
+import llama_cpp  # isort: skip
+
+import errno
+import fcntl
+import json
+import os
+import random
+import shutil
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from repo_helpers import LLAMA3_VOCAB
+
+from repoctx import kvfiles, kvfolder, synth
+from repoctx.engine.base import GenerationOptions
+from repoctx.engine.llama import SAVE_AFTER_TOKENS, LlamaEngine
+from repoctx.events import AnswerDone, CacheOutcome, Event, Notice, Progress, Token
+from repoctx.kvstore import Entry, KVStore
+from repoctx.modelfile import ModelInfo, read_model_info
+from repoctx.prompt import Prompt
+
+N_CTX = 8192
+GREEDY = GenerationOptions(max_tokens=8, temperature=0.0)
+PROMPT = Prompt([random.Random(7).randrange(1_000, 120_000) for _ in range(3_000)], 2_000)
+FOLLOW_UP = Prompt(
+    PROMPT.ids[:-8] + [random.Random(9).randrange(1_000, 120_000) for _ in range(40)], 2_000
+)
+LONG_PROMPT = Prompt([random.Random(8).randrange(1_000, 120_000) for _ in range(4_096)], 3_000)
+STOP_AT = 2_048  # a multiple of the CPU plan's 512-token batches, above SAVE_AFTER_TOKENS
+
+
+class Events:
+    """An event sink that keeps what it receives."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def __call__(self, event: Event) -> None:
+        self.events.append(event)
+
+    def of(self, kind: type[Any]) -> list[Any]:
+        return [event for event in self.events if isinstance(event, kind)]
+
+    def outcome(self) -> CacheOutcome:
+        (outcome,) = self.of(CacheOutcome)
+        return outcome
+
+    def notices(self) -> list[Notice]:
+        return self.of(Notice)
+
+
+def open_engine(model: ModelInfo, root: Path, sink: Events, **store_options: Any) -> LlamaEngine:
+    store = KVStore(root, on_event=sink, **store_options)
+    return LlamaEngine.open(model, N_CTX, sink, store=store)
+
+
+def answer(
+    model: ModelInfo, root: Path, prompt: Prompt = PROMPT, **store_options: Any
+) -> tuple[AnswerDone, Events]:
+    """One answer by a new engine (no live context) over the store at ``root``."""
+    events = Events()
+    engine = open_engine(model, root, events, **store_options)
+    try:
+        done = engine.answer(prompt, GREEDY, events, threading.Event())
+    finally:
+        engine.close()
+    return done, events
+
+
+def fresh(model: ModelInfo, prompt: Prompt = PROMPT) -> AnswerDone:
+    engine = LlamaEngine.open(model, N_CTX, persist=False)
+    try:
+        return engine.answer(prompt, GREEDY, Events(), threading.Event())
+    finally:
+        engine.close()
+
+
+def assert_fresh(done: AnswerDone, events: Events, reference: AnswerDone, prompt: Prompt) -> None:
+    outcome = events.outcome()
+    assert (outcome.source, outcome.restored_tokens) == ("none", 0)
+    assert outcome.evaluated_tokens == len(prompt)
+    assert done.text == reference.text
+    assert done.stop_reason == reference.stop_reason
+
+
+def assert_clean(root: Path) -> None:
+    """Only whole entries (sidecar, state, token list) and the lock file are in the store."""
+    names = set(os.listdir(root)) if root.exists() else set()
+    assert not [name for name in names if name.startswith(".tmp-") or name.endswith(".tmp")]
+    stems = {name.rsplit(".", 1)[0] for name in names if name != ".lock"}
+    for stem in stems:
+        assert {f"{stem}.json", f"{stem}.state", f"{stem}.tokens"} <= names, stem
+
+
+def only_entry(root: Path) -> Entry:
+    (entry,) = KVStore(root).entries()
+    return entry
+
+
+def edit_sidecar(entry: Entry, **fields: Any) -> None:
+    data = json.loads(entry.meta_path.read_bytes())
+    data.update(fields)
+    entry.meta_path.write_text(json.dumps(data))
+
+
+def redigest(entry: Entry) -> None:
+    """Make the sidecar agree with the state file as it is now (as if it had been saved so)."""
+    fd = os.open(entry.data_path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        digest, sample = kvfiles.full_digest(fd), kvfiles.sample_digest(fd, size)
+    finally:
+        os.close(fd)
+    edit_sidecar(entry, size=size, xxh3_128=digest, sampled_xxh3_128=sample)
+
+
+def overwrite_middle(path: Path, length: int = 16 * 1024) -> None:
+    """Overwrite K data in the middle of a state: 0x7F7F is a NaN in f16. (The middle of the
+    file, away from the per-layer headers that llama.cpp checks.)"""
+    with open(path, "r+b") as handle:
+        handle.seek(path.stat().st_size * 3 // 8)
+        handle.write(b"\x7f" * length)
+
+
+# -- fixtures -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> ModelInfo:
+    path = tmp_path_factory.mktemp("synth") / "tiny-llama3.gguf"
+    synth.write_synthetic_gguf(path, synth.TINY, vocab_from=LLAMA3_VOCAB)
+    return read_model_info(path)
+
+
+@pytest.fixture(scope="module")
+def reference(model: ModelInfo) -> AnswerDone:
+    """The answer to PROMPT from a fresh prefill."""
+    done = fresh(model)
+    assert done.text and done.generated_tokens == GREEDY.max_tokens
+    return done
+
+
+@pytest.fixture(scope="module")
+def pristine(model: ModelInfo, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store holding the state of PROMPT (and its answer), saved by the engine."""
+    root = tmp_path_factory.mktemp("pristine") / "kv"
+    done, events = answer(model, root)
+    assert events.outcome().source == "none" and events.notices() == []
+    assert only_entry(root).n_tokens == len(PROMPT) + done.generated_tokens
+    return root
+
+
+@pytest.fixture
+def root(pristine: Path, tmp_path: Path) -> Path:
+    """A copy of the pristine store for one test."""
+    copy = tmp_path / "kv"
+    shutil.copytree(pristine, copy)
+    return copy
+
+
+def test_an_intact_state_is_restored_and_gives_the_fresh_answer(
+    model: ModelInfo, root: Path, reference: AnswerDone
+) -> None:
+    done, events = answer(model, root)
+    outcome = events.outcome()
+    assert outcome.source == "disk"
+    assert outcome.restored_tokens == len(PROMPT) - 1  # one is evaluated again for its logits
+    assert outcome.evaluated_tokens == 1
+    assert events.notices() == []
+    assert done.text == reference.text
+
+
+# -- damaged states -----------------------------------------------------------------------------
+
+
+def truncate(entry: Entry) -> None:
+    os.truncate(entry.data_path, entry.size // 2)
+
+
+def corrupt_middle(entry: Entry) -> None:
+    overwrite_middle(entry.data_path)
+
+
+def incompatible_state(entry: Entry) -> None:
+    """A state in another version of llama.cpp's format, with checksums that verify: llama.cpp
+    refuses it (as it would a state of a llama.cpp whose format changed under the same key)."""
+    with open(entry.data_path, "r+b") as handle:
+        handle.seek(4)  # after the magic: the sequence state format version
+        version = int.from_bytes(handle.read(4), "little")
+        handle.seek(4)
+        handle.write((version + 1).to_bytes(4, "little"))
+    redigest(entry)
+
+
+def older_format(entry: Entry) -> None:
+    edit_sidecar(entry, format=kvfiles.FORMAT - 1)
+
+
+def newer_format(entry: Entry) -> None:
+    edit_sidecar(entry, format=kvfiles.FORMAT + 1)
+
+
+@pytest.mark.parametrize(
+    ("damage", "reported", "level"),
+    [
+        (truncate, "was truncated", "warning"),
+        (corrupt_middle, "was corrupt", "warning"),
+        (incompatible_state, "could not be loaded", "warning"),
+        (older_format, "older repoctx", "warning"),
+        (newer_format, "newer repoctx", "info"),
+    ],
+    ids=[
+        "truncated",
+        "corrupt-middle",
+        "incompatible-llama.cpp-state",
+        "older-format",
+        "newer-format",
+    ],
+)
+def test_a_damaged_state_is_reported_once_and_answered_fresh(
+    model: ModelInfo,
+    root: Path,
+    reference: AnswerDone,
+    damage: Callable[[Entry], None],
+    reported: str,
+    level: str,
+) -> None:
+    entry = only_entry(root)
+    damage(entry)
+    events = Events()
+    engine = open_engine(model, root, events)
+    try:
+        done = engine.answer(PROMPT, GREEDY, events, threading.Event())
+        assert_fresh(done, events, reference, PROMPT)
+        (notice,) = events.notices()
+        assert reported in notice.message and str(entry.data_path) in notice.message
+        assert notice.level == level
+        events.events.clear()  # a follow-up: from memory, nothing reported again
+        engine.answer(FOLLOW_UP, GREEDY, events, threading.Event())
+        assert events.outcome().source == "memory"
+        assert events.notices() == []
+    finally:
+        engine.close()
+    assert_clean(root)
+    # the fresh answer saved a good state again: the next process restores it
+    done, events = answer(model, root)
+    assert events.outcome().source == "disk" and done.text == reference.text
+
+
+def test_a_corrupt_state_that_llama_cpp_loaded_is_never_used(
+    model: ModelInfo, root: Path, reference: AnswerDone, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Corruption that the quick sampled check before loading misses is caught by the full
+    checksum computed while llama.cpp loads: the engine must drop what it loaded."""
+    monkeypatch.setattr(kvfiles, "SAMPLE_BLOCK", 4096)
+    monkeypatch.setattr(kvfiles, "SAMPLE_COUNT", 2)  # samples: the first and last 4 KiB
+    entry = only_entry(root)
+    redigest(entry)
+    overwrite_middle(entry.data_path)
+    # control: trusting the sampled check alone, the corrupt state is restored, and it changes
+    # the answer (so the test below would notice an engine that kept it)
+    wrong, events = answer(model, root, verify="sampled")
+    assert events.outcome().source == "disk" and events.notices() == []
+    assert wrong.text != reference.text
+
+    done, events = answer(model, root)
+    assert_fresh(done, events, reference, PROMPT)
+    (notice,) = events.notices()
+    assert "was corrupt" in notice.message
+    assert_clean(root)
+
+
+def test_a_state_of_a_replaced_model_file_is_never_restored(
+    model: ModelInfo, tmp_path: Path
+) -> None:
+    """The model file is replaced by another (same shapes and vocabulary, other weights), at the
+    same path: llama.cpp would load the old state; the fingerprint in the key must prevent it."""
+    path = tmp_path / "model.gguf"
+    shutil.copyfile(model.path, path)
+    first = read_model_info(path)
+    root = tmp_path / "kv"
+    first_done, _ = answer(first, root)
+    old = only_entry(root)
+
+    synth.write_synthetic_gguf(path, synth.TINY, vocab_from=LLAMA3_VOCAB, seed=1)
+    second = read_model_info(path)
+    assert second.fingerprint != first.fingerprint
+    reference = fresh(second)
+    assert reference.text != first_done.text, "the models must answer differently"
+    done, events = answer(second, root)
+    assert_fresh(done, events, reference, PROMPT)
+    assert events.notices() == []  # not a fault: the state is good for the model that saved it
+    assert old in KVStore(root).entries(), "another model's state is left alone"
+    assert len(KVStore(root).entries()) == 2
+
+
+def test_a_state_saved_without_flash_attention_is_never_restored_with_it(
+    model: ModelInfo, root: Path
+) -> None:
+    """The KV layout differs with flash attention (V transposed without it): the key keeps
+    them apart."""
+    events = Events()
+    store = KVStore(root, on_event=events)
+    engine = LlamaEngine.open(model, N_CTX, events, flash_attn=False, store=store)
+    try:
+        assert (engine.ready.flash_attn, engine.ready.kv_type) == (False, "f16")
+        engine.answer(PROMPT, GREEDY, events, threading.Event())
+    finally:
+        engine.close()
+    assert (events.outcome().source, events.outcome().restored_tokens) == ("none", 0)
+    assert events.notices() == []
+    assert {entry.key.flash_attn for entry in KVStore(root).entries()} == {True, False}
+
+
+# -- the store's folder and disk ----------------------------------------------------------------
+
+
+def test_a_deleted_cache_folder_is_a_fresh_prefill_and_is_recreated(
+    model: ModelInfo, root: Path, reference: AnswerDone
+) -> None:
+    shutil.rmtree(root)
+    done, events = answer(model, root)
+    assert_fresh(done, events, reference, PROMPT)
+    # an absent folder is an empty cache, as on the first run: nothing to warn about
+    assert events.notices() == []
+    assert root.stat().st_mode & 0o777 == 0o700
+    assert_clean(root)
+    assert only_entry(root).n_tokens == len(PROMPT) + done.generated_tokens
+
+
+RealSave = Callable[..., int]
+
+
+def failing_save(real: RealSave, action: Callable[[Path], None]) -> Callable[..., int]:
+    """llama_state_seq_save_file that writes the state, then calls ``action(path)``."""
+
+    def save(ctx: Any, path: bytes, seq: int, tokens: Any, count: int) -> int:
+        written = real(ctx, path, seq, tokens, count)
+        assert written > 0
+        action(Path(os.fsdecode(path)))
+        return written
+
+    return save
+
+
+def disk_full_midway(path: Path) -> None:
+    os.truncate(path, path.stat().st_size // 2)
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+
+def llama_cpp_fails_midway(path: Path) -> None:
+    os.truncate(path, path.stat().st_size // 2)
+    raise _ReturnZero
+
+
+class _ReturnZero(Exception):
+    """llama.cpp reports a failed write by returning 0."""
+
+
+def test_a_full_disk_while_llama_cpp_saves_leaves_nothing(
+    model: ModelInfo, tmp_path: Path, reference: AnswerDone, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    save = failing_save(llama_cpp.llama_state_seq_save_file, disk_full_midway)
+    monkeypatch.setattr(llama_cpp, "llama_state_seq_save_file", save)
+    root = tmp_path / "kv"
+    done, events = answer(model, root)
+    assert_fresh(done, events, reference, PROMPT)
+    (notice,) = events.notices()
+    assert "full" in notice.message
+    assert KVStore(root).entries() == []
+    assert_clean(root)
+    monkeypatch.undo()
+    done, events = answer(model, root)  # nothing was kept: a fresh prefill, saved this time
+    assert_fresh(done, events, reference, PROMPT)
+    assert len(KVStore(root).entries()) == 1
+
+
+def test_a_failed_write_reported_by_llama_cpp_leaves_nothing(
+    model: ModelInfo, tmp_path: Path, reference: AnswerDone, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = llama_cpp.llama_state_seq_save_file
+
+    def save(ctx: Any, path: bytes, seq: int, tokens: Any, count: int) -> int:
+        try:
+            return failing_save(real, llama_cpp_fails_midway)(ctx, path, seq, tokens, count)
+        except _ReturnZero:
+            return 0
+
+    monkeypatch.setattr(llama_cpp, "llama_state_seq_save_file", save)
+    root = tmp_path / "kv"
+    done, events = answer(model, root)
+    assert_fresh(done, events, reference, PROMPT)
+    (notice,) = events.notices()
+    assert "could not write the state" in notice.message
+    assert KVStore(root).entries() == []
+    assert_clean(root)
+
+
+def test_a_state_file_written_short_is_not_kept(
+    model: ModelInfo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """llama.cpp closes the state file without checking fclose, so a full disk at its last
+    buffered write leaves a short file behind a success. Kept, its checksum would verify and
+    llama.cpp would abort the process loading it (GGML_ASSERT(nread <= state_size) in
+    llama_context::state_seq_load_file): the size must be checked before it is kept."""
+
+    def save(ctx: Any, path: bytes, seq: int, tokens: Any, count: int) -> int:
+        written = int(real(ctx, path, seq, tokens, count))
+        os.truncate(path, written - 4096)
+        return written
+
+    real = llama_cpp.llama_state_seq_save_file
+    monkeypatch.setattr(llama_cpp, "llama_state_seq_save_file", save)
+    root = tmp_path / "kv"
+    _, events = answer(model, root)
+    assert KVStore(root).entries() == []
+    assert len(events.notices()) == 1
+    assert_clean(root)
+
+
+def test_a_full_disk_while_the_store_writes_the_token_list_leaves_nothing(
+    model: ModelInfo, tmp_path: Path, reference: AnswerDone, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def write_all(fd: int, data: bytes) -> None:
+        os.write(fd, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(kvfolder, "_write_all", write_all)
+    root = tmp_path / "kv"
+    done, events = answer(model, root)
+    assert_fresh(done, events, reference, PROMPT)
+    (notice,) = events.notices()
+    assert "full" in notice.message
+    assert KVStore(root).entries() == []
+    assert_clean(root)
+
+
+def test_the_cache_folder_deleted_while_saving_is_reported(
+    model: ModelInfo, tmp_path: Path, reference: AnswerDone, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = llama_cpp.llama_state_seq_save_file
+    root = tmp_path / "kv"
+
+    def save(ctx: Any, path: bytes, seq: int, tokens: Any, count: int) -> int:
+        shutil.rmtree(root)  # e.g. `rm -rf ~/.cache/repoctx` in another terminal
+        return int(real(ctx, path, seq, tokens, count))
+
+    monkeypatch.setattr(llama_cpp, "llama_state_seq_save_file", save)
+    done, events = answer(model, root)
+    assert_fresh(done, events, reference, PROMPT)
+    (notice,) = events.notices()
+    assert "failed" in notice.message
+    assert_clean(root)
+    monkeypatch.undo()
+    answer(model, root)
+    assert len(KVStore(root).entries()) == 1, "the next save recreates the folder"
+
+
+def test_a_locked_state_is_reported_and_prefilled(
+    model: ModelInfo, root: Path, reference: AnswerDone
+) -> None:
+    entry = only_entry(root)
+    fd = os.open(entry.data_path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as a removal by another process would hold it
+        done, events = answer(model, root, lock_timeout=0.2)
+        assert_fresh(done, events, reference, PROMPT)
+        (notice,) = events.notices()
+        assert "locked" in notice.message
+    finally:
+        os.close(fd)
+    assert only_entry(root).id == entry.id, "a state in use elsewhere is not removed"
+    done, events = answer(model, root)  # once free again, it is restored
+    assert events.outcome().source == "disk" and done.text == reference.text
+
+
+def test_an_unreadable_state_is_reported_once_and_prefilled(
+    model: ModelInfo, root: Path, reference: AnswerDone, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entry = only_entry(root)
+    real_open = os.open
+
+    def deny(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if Path(os.fsdecode(path)) == entry.data_path:  # as chmod 000 does for a non-root user
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", deny)
+    events = Events()
+    store = KVStore(root, on_event=events)
+    for attempt in range(2):  # two engines of one process, sharing its store
+        engine = LlamaEngine.open(model, N_CTX, events, store=store)
+        try:
+            done = engine.answer(PROMPT, GREEDY, events, threading.Event())
+        finally:
+            engine.close()
+        assert_fresh(done, events, reference, PROMPT)
+        if attempt == 0:
+            (notice,) = events.notices()
+            assert str(entry.data_path) in notice.message
+        else:
+            assert events.notices() == [], "reported once"
+        events.events.clear()
+    assert_clean(root)
+
+
+# -- notices reach the answer they concern ------------------------------------------------------
+
+
+def test_notices_of_an_answer_go_to_that_answers_sink(
+    model: ModelInfo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine opens its own store when none is passed (as Session's factory does); a server
+    sends each answer's events to that request's sink, so a problem with the KV state found
+    during the second answer must be reported to the second answer's sink."""
+    monkeypatch.setenv("REPOCTX_HOME", str(tmp_path / "home"))
+    at_open, first, second = Events(), Events(), Events()
+    engine = LlamaEngine.open(model, N_CTX, at_open)
+    try:
+        engine.answer(PROMPT, GREEDY, first, threading.Event())
+        assert engine.store is not None
+        (entry,) = engine.store.entries()
+        truncate(entry)
+        other = Prompt(PROMPT.ids[:2_500] + LONG_PROMPT.ids[:600], 2_000)
+        engine.answer(other, GREEDY, second, threading.Event())
+    finally:
+        engine.close()
+    assert [n for n in at_open.notices() if "truncated" in n.message] == []
+    assert ["truncated" in n.message for n in second.notices()] == [True]
+
+
+# -- stopping a prefill -------------------------------------------------------------------------
+
+
+def stop_at(tokens: int, action: Callable[[], None]) -> Callable[[Event], None]:
+    def sink(event: Event) -> None:
+        if isinstance(event, Progress) and event.stage == "prefill" and event.done >= tokens:
+            action()
+
+    return sink
+
+
+def both(*sinks: Callable[[Event], None]) -> Callable[[Event], None]:
+    def sink(event: Event) -> None:
+        for each in sinks:
+            each(event)
+
+    return sink
+
+
+def test_cancel_mid_prefill_keeps_a_checkpoint_that_the_next_answer_resumes(
+    model: ModelInfo, tmp_path: Path
+) -> None:
+    root, saved = tmp_path / "kv", tmp_path / "checkpoint"
+    reference = fresh(model, LONG_PROMPT)
+    events = Events()
+    cancel = threading.Event()
+    engine = open_engine(model, root, events)
+    try:
+        done = engine.answer(
+            LONG_PROMPT, GREEDY, both(events, stop_at(STOP_AT, cancel.set)), cancel
+        )
+        assert done.stop_reason == "cancelled" and done.text == ""
+        assert events.of(Token) == [] and events.of(CacheOutcome) == []
+        prefill = [e.done for e in events.of(Progress) if e.stage == "prefill"]
+        assert max(prefill) == STOP_AT < len(LONG_PROMPT), "the prefill stopped"
+        checkpoint = only_entry(root)
+        assert checkpoint.n_tokens == STOP_AT
+        assert checkpoint.tokens_path.read_bytes() == kvfiles.token_bytes(LONG_PROMPT.ids[:STOP_AT])
+        assert_clean(root)
+        shutil.copytree(root, saved)
+        events.events.clear()  # the same process goes on from its live context
+        done = engine.answer(LONG_PROMPT, GREEDY, events, threading.Event())
+        assert (events.outcome().source, events.outcome().restored_tokens) == ("memory", STOP_AT)
+        assert done.text == reference.text
+    finally:
+        engine.close()
+    done, events = answer(model, saved, LONG_PROMPT)  # a new process resumes from the checkpoint
+    outcome = events.outcome()
+    assert (outcome.source, outcome.restored_tokens) == ("disk", STOP_AT)
+    assert outcome.evaluated_tokens == len(LONG_PROMPT) - STOP_AT
+    assert done.text == reference.text
+
+
+def test_a_short_cancelled_prefill_is_not_saved(model: ModelInfo, tmp_path: Path) -> None:
+    root = tmp_path / "kv"
+    cancel = threading.Event()
+    engine = open_engine(model, root, Events())
+    try:
+        stopped = 512
+        assert stopped < SAVE_AFTER_TOKENS
+        done = engine.answer(LONG_PROMPT, GREEDY, stop_at(stopped, cancel.set), cancel)
+        assert done.stop_reason == "cancelled"
+        assert KVStore(root).entries() == []
+        events = Events()
+        engine.answer(LONG_PROMPT, GREEDY, events, threading.Event())
+        assert (events.outcome().source, events.outcome().restored_tokens) == ("memory", stopped)
+    finally:
+        engine.close()
+
+
+def test_ctrl_c_mid_prefill_checkpoints_and_propagates(model: ModelInfo, tmp_path: Path) -> None:
+    root = tmp_path / "kv"
+    reference = fresh(model, LONG_PROMPT)
+
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+
+    engine = open_engine(model, root, Events())
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            engine.answer(LONG_PROMPT, GREEDY, stop_at(STOP_AT, interrupt), threading.Event())
+    finally:
+        engine.close()
+    assert only_entry(root).n_tokens == STOP_AT
+    assert_clean(root)
+    done, events = answer(model, root, LONG_PROMPT)
+    outcome = events.outcome()
+    assert (outcome.source, outcome.restored_tokens) == ("disk", STOP_AT)
+    assert outcome.evaluated_tokens == len(LONG_PROMPT) - STOP_AT
+    assert done.text == reference.text
