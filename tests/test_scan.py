@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from repo_helpers import git as run_git
 
 from repoctx import gitinfo
 from repoctx.cache import ContentCache
@@ -27,27 +28,10 @@ from repoctx.scan import NEWEST, ScanOptions, root_names, scan
 from repoctx.snapshot import FileKind, RootSnapshot, SkippedFile, SkipReason, Snapshot, SourceFile
 
 T0 = 1_600_000_000
-IDENTITY = {
-    "GIT_AUTHOR_NAME": "Test",
-    "GIT_AUTHOR_EMAIL": "test@example.invalid",
-    "GIT_COMMITTER_NAME": "Test",
-    "GIT_COMMITTER_EMAIL": "test@example.invalid",
-    "GIT_CONFIG_NOSYSTEM": "1",
-}
 
 
 def git(repo: Path, *args: str, when: int | None = None) -> str:
-    env = {**os.environ, **IDENTITY}
-    if when is not None:
-        env["GIT_AUTHOR_DATE"] = env["GIT_COMMITTER_DATE"] = f"@{when} +0000"
-    done = subprocess.run(
-        ["git", "-c", "protocol.file.allow=always", "-C", str(repo), *args],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return done.stdout.strip()
+    return run_git(repo, *args, when=when).strip()
 
 
 def write(root: Path, files: Mapping[str, str | bytes]) -> None:

@@ -124,12 +124,13 @@ def resolve_include(ref: ImportRef, importer: str | None, index: RepoIndex) -> l
     return _nearest_tail_match(index, target if local else f"include/{target}", importer)
 
 
-class CSpec:
-    name = "c"
-    extensions = (".c", ".h")
+class IncludeSpec:
+    """C and C++: the same include rules over each language's grammar."""
 
-    def __init__(self) -> None:
-        self.language = load_language("tree_sitter_c")
+    def __init__(self, name: str, extensions: tuple[str, ...], grammar: str) -> None:
+        self.name = name
+        self.extensions = extensions
+        self.language = load_language(grammar)
         self._reduce = BodyElider(self.language, frozenset({"function_definition"}))
 
     def extract(self, source: bytes) -> list[ImportRef]:
@@ -142,4 +143,4 @@ class CSpec:
         return self._reduce(source)
 
 
-SPEC = CSpec()
+SPEC = IncludeSpec("c", (".c", ".h"), "tree_sitter_c")
