@@ -708,8 +708,10 @@ def test_one_process_saves_while_another_finds_and_loads(tmp_path: Path) -> None
         loader.join(20)
     loads, wrong, seen = loaded.get(timeout=5)
     assert loads > 0 and wrong == 0 and seen == ""
+    # a state the loader held while the next one was saved may outlive its replacement (deletes
+    # never wait for a reader) and may even be the most recently used: the longest is kept
     entries = KVStore(root).entries()
-    assert entries[0].n_tokens == 2000
+    assert max(entry.n_tokens for entry in entries) == 2000
     assert not [name for name in os.listdir(root) if name.startswith(".tmp-")]
 
 
