@@ -257,13 +257,15 @@ class Server:
         args = parse_open(Params(message.params, message.method))
         request_id = message.id
         assert request_id is not None
-        return self._queue(message, lambda cancel: self.workspace.open(args, request_id))
+        return self._queue(message, lambda cancel: self.workspace.open(args, request_id, cancel))
 
     def _refresh(self, message: Message) -> _Deferred:
-        Params(message.params, message.method)
+        prefill = Params(message.params, message.method).boolean("prefill", default=True)
         request_id = message.id
         assert request_id is not None
-        return self._queue(message, lambda cancel: self.workspace.refresh(request_id))
+        return self._queue(
+            message, lambda cancel: self.workspace.refresh(request_id, prefill, cancel)
+        )
 
     def _ask(self, message: Message) -> _Deferred:
         args = parse_ask(Params(message.params, message.method))

@@ -40,6 +40,7 @@ class OpenArgs:
     include: list[str]
     exclude: list[str]
     budget: int | None
+    prefill: bool = True
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ def parse_open(params: Params) -> OpenArgs:
         include=params.strings("include"),
         exclude=params.strings("exclude"),
         budget=params.integer("budget", minimum=1),
+        prefill=params.boolean("prefill", default=True),
     )
 
 
@@ -168,7 +170,7 @@ class Workspace:
         self.session: Session | None = None
         self.roots: list[Path] | None = None  # of the last context opened; read by the reader
 
-    def open(self, args: OpenArgs, request_id: RequestId) -> JsonObject:
+    def open(self, args: OpenArgs, request_id: RequestId, cancel: threading.Event) -> JsonObject:
         flags = {
             "model": self.flags.get("model"),
             "include": tuple(args.include),
@@ -188,9 +190,12 @@ class Workspace:
         sink, _ = event_sink(self.send, request_id)
         result = session.pack(sink)
         self.roots = list(session.roots)
-        return pack_stats(result)
+        stats = pack_stats(result)
+        if args.prefill:
+            stats["cache"] = cache_json(session.warm(sink, cancel))
+        return stats
 
-    def refresh(self, request_id: RequestId) -> JsonObject:
+    def refresh(self, request_id: RequestId, prefill: bool, cancel: threading.Event) -> JsonObject:
         session = self._session()
         old = session.result
         sink, _ = event_sink(self.send, request_id)
@@ -198,6 +203,8 @@ class Workspace:
         stats = pack_stats(new)
         stats["changed"] = _changed_files(old, new) if old else len(new.snapshot.files)
         stats["unchangedTokens"] = _unchanged_tokens(old, new) if old else 0
+        if prefill:
+            stats["cache"] = cache_json(session.warm(sink, cancel))
         return stats
 
     def ask(self, args: AskArgs, request_id: RequestId, cancel: threading.Event) -> JsonObject:

@@ -66,6 +66,14 @@ class Params:
             raise self._fail(name, wanted)
         return list(value)
 
+    def boolean(self, name: str, *, default: bool) -> bool:
+        value = self.raw.get(name)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise self._fail(name, "true or false")
+        return value
+
     def integer(self, name: str, *, minimum: int) -> int | None:
         value = self.raw.get(name)
         if value is None:

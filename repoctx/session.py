@@ -13,7 +13,7 @@ from repoctx.cache import ContentCache
 from repoctx.config import Settings
 from repoctx.conversations import Conversation, ConversationStore
 from repoctx.engine.base import Engine, GenerationOptions
-from repoctx.events import AnswerDone, EventSink, ignore_events
+from repoctx.events import AnswerDone, CacheOutcome, EventSink, ignore_events
 from repoctx.modelfile import ModelInfo
 from repoctx.pipeline import PackResult, build_pack, default_reserve
 from repoctx.prompt import ChatFormat, Message, Prompt
@@ -147,6 +147,25 @@ class Session:
             self._remember(question, done)
             on_event(done)
             return done
+
+    def warm(
+        self, on_event: EventSink = ignore_events, cancel: threading.Event | None = None
+    ) -> CacheOutcome | None:
+        """Load the model and bring the pack and the conversation so far into its context
+        (restored from disk, or prefilled and saved), so that the next question only pays for
+        its own tokens. After an edit, only the tail from the first changed file is evaluated.
+        None when cancelled."""
+        with self._lock:
+            if self.result is None:
+                self.pack(on_event)
+            one, other = self.prompt_for("a"), self.prompt_for("b")
+            stable = next(
+                (i for i, (x, y) in enumerate(zip(one.ids, other.ids, strict=False)) if x != y),
+                min(len(one), len(other)),
+            )
+            prompt = Prompt(one.ids[:stable], min(one.prefix_tokens, stable))
+            engine = self._engine_for(len(one) + self.generation.max_tokens, on_event)
+            return engine.prefill(prompt, on_event, cancel or threading.Event())
 
     def _engine_for(self, needed: int, on_event: EventSink) -> Engine:
         assert self.result is not None

@@ -6,7 +6,7 @@ import threading
 from dataclasses import dataclass
 from typing import Protocol
 
-from repoctx.events import AnswerDone, EventSink, ModelReady
+from repoctx.events import AnswerDone, CacheOutcome, EventSink, ModelReady
 from repoctx.prompt import Prompt
 
 
@@ -34,6 +34,13 @@ class Engine(Protocol):
         """Evaluate ``prompt`` (restoring what can be restored), stream ``Token`` events, and
         return the whole answer. ``cancel`` set: stop as soon as possible, keep what was
         written (``stop_reason`` "cancelled")."""
+        ...
+
+    def prefill(
+        self, prompt: Prompt, on_event: EventSink, cancel: threading.Event
+    ) -> CacheOutcome | None:
+        """Evaluate ``prompt`` without answering, so that the next prompt sharing it starts at
+        once; None when cancelled."""
         ...
 
     def close(self) -> None: ...

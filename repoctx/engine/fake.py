@@ -52,6 +52,18 @@ class FakeEngine:
         text = self.script(len(self.prompts)) if self.script else self._scripted()
         return self._stream(text, prompt, options, on_event, cancel, started)
 
+    def prefill(
+        self, prompt: Prompt, on_event: EventSink, cancel: threading.Event
+    ) -> CacheOutcome | None:
+        kept = _common_prefix(self._live, prompt.ids)
+        todo = len(prompt.ids) - kept
+        if not self._prefill(todo, on_event, cancel):
+            return None
+        self._live = list(prompt.ids)
+        outcome = CacheOutcome("memory" if kept else "none", kept, todo, 0.0, len(prompt.ids))
+        on_event(outcome)
+        return outcome
+
     def _scripted(self) -> str:
         return self.answers[(len(self.prompts) - 1) % len(self.answers)]
 

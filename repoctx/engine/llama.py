@@ -95,7 +95,29 @@ class LlamaEngine:
         cancel: threading.Event,
     ) -> AnswerDone:
         started = time.perf_counter()
-        ids = prompt.ids
+        outcome = self._evaluate(prompt.ids, on_event, cancel)
+        if outcome is None:
+            return AnswerDone("", "cancelled", len(prompt), 0, 0.0, time.perf_counter() - started)
+        done = self._generate(len(prompt), options, on_event, cancel, started)
+        if outcome.evaluated_tokens >= SAVE_AFTER_TOKENS:
+            self._save(on_event)
+        return done
+
+    def prefill(
+        self, prompt: Prompt, on_event: EventSink, cancel: threading.Event
+    ) -> CacheOutcome | None:
+        """Bring ``prompt`` into the context (restoring what can be restored) and save it
+        when that took a long prefill: the next question then starts at once."""
+        outcome = self._evaluate(prompt.ids, on_event, cancel)
+        if outcome is not None and outcome.evaluated_tokens >= SAVE_AFTER_TOKENS:
+            self._save(on_event)
+        return outcome
+
+    def _evaluate(
+        self, ids: list[int], on_event: EventSink, cancel: threading.Event
+    ) -> CacheOutcome | None:
+        """Restore, then evaluate the rest of ``ids``; None when cancelled (a checkpoint of
+        a long prefill is kept)."""
         if len(ids) + 1 >= self.plan.n_ctx:
             raise ModelError(
                 f"the prompt has {len(ids):,} tokens and the context {self.plan.n_ctx:,}; "
@@ -106,12 +128,10 @@ class LlamaEngine:
         source, kept, restore_s = self._restore(ids, on_event)
         evaluated = self._prefill(ids, kept, on_event, cancel)
         if evaluated < len(ids) - kept:
-            return AnswerDone("", "cancelled", len(ids), 0, 0.0, time.perf_counter() - started)
-        on_event(CacheOutcome(source, kept, evaluated, restore_s, len(ids)))
-        done = self._generate(len(ids), options, on_event, cancel, started)
-        if evaluated >= SAVE_AFTER_TOKENS:
-            self._save(on_event)
-        return done
+            return None
+        outcome = CacheOutcome(source, kept, evaluated, restore_s, len(ids))
+        on_event(outcome)
+        return outcome
 
     def _live_prefix(self, ids: list[int]) -> int:
         live = self.llm.input_ids[: self.llm.n_tokens].tolist()
