@@ -70,6 +70,7 @@ class RepoctxApp(App[None]):
         self.jobs = SessionController(session, self.post_message)
         self.offer_resume = offer_resume
         self._cancel = threading.Event()
+        self._warm_cancel = threading.Event()
         self._answer: AnswerView | None = None
         self.commands = CommandRunner(self)
 
@@ -208,6 +209,8 @@ class RepoctxApp(App[None]):
         def chosen(resume: bool | None) -> None:
             if resume:
                 self.run_job("resume", partial(self.jobs.resume, conversation.id))
+                # its KV state comes back from disk now, not at the next question
+                self.run_job("warm", partial(self.jobs.warm, self._warm_cancel))
 
         self.push_screen(ResumeScreen(conversation), chosen)
 
@@ -310,6 +313,7 @@ class RepoctxApp(App[None]):
 
     def on_unmount(self) -> None:
         self._cancel.set()
+        self._warm_cancel.set()
 
 
 def run_chat(paths: tuple[Path, ...], flags: dict[str, Any]) -> None:

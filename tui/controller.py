@@ -101,6 +101,12 @@ class SessionController:
         done = self.session.ask(question, self.emit, cancel)
         return AnswerFinished(done, self.usage())
 
+    def warm(self, cancel: threading.Event) -> JobDone:
+        """Restore (or prefill) the pack and the conversation so far before the next question;
+        the status line follows through the events."""
+        self.session.warm(self.emit, cancel)
+        return JobDone("warm")
+
     def offer(self) -> ResumeOffer | JobDone:
         found = self.session.conversations()
         return ResumeOffer(found[0]) if found else JobDone("offer")

@@ -60,11 +60,13 @@ def test_the_embedded_model_answers_and_its_state_is_restored(
             assert isinstance(chat.screen, ResumeScreen)
             await pilot.press("y")
             await settle(pilot)
+            state = chat.query_one(StatusLine).activity.state
+            assert "from disk" in state, f"the resumed prompt was not restored from disk: {state}"
             await submit(pilot, "And main.py?")
             await settle(pilot)
             assert len(chat.query(AnswerView)) == 2
             state = chat.query_one(StatusLine).activity.state
-            assert "from disk" in state, f"the resumed prompt was not restored from disk: {state}"
+            assert "cached" in state, f"the question did not start from the restored state: {state}"
             chat.jobs.close()
 
     run(first())
