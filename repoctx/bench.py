@@ -21,7 +21,7 @@ from rich.table import Table
 from repoctx.errors import PackError
 
 _CHILD = """
-import json, resource, sys, time
+import json, os, resource, sys, time
 from pathlib import Path
 start = time.perf_counter()
 from repoctx.config import load_settings
@@ -29,9 +29,11 @@ from repoctx.pipeline import build_pack
 roots = [Path(sys.argv[1])]
 model = sys.argv[2] or None
 result = build_pack(roots, load_settings(roots, {"model": model, "budget": 10**9}))
-text = result.pack.text
+from repoctx.cli_pack import write_output
+pieces = result.pack.pieces()
+write_output(Path(os.devnull), pieces)
 print(json.dumps({"files": len(result.pack.segments), "tokens": result.pack.tokens,
-                  "bytes": len(text.encode()), "inside_s": time.perf_counter() - start,
+                  "chars": sum(map(len, pieces)), "inside_s": time.perf_counter() - start,
                   "stages": result.timings,
                   "peak_kib": max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                                   resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)}))
@@ -102,7 +104,7 @@ def _print(console: Console, path: Path, groups: dict[str, list[Run]], edited: P
     first = next(iter(groups.values()))[0].report
     table = Table(
         title=f"repoctx pack {path} ({first['files']:,} files packed, "
-        f"{first['tokens']:,} tokens, {int(first['bytes']) / 1e6:.1f} MB of text)"
+        f"{first['tokens']:,} tokens, {int(first['chars']) / 1e6:.1f}M characters)"
     )
     for column in (
         "run",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from rich.table import Table
 
 from repoctx.config import load_settings
 from repoctx.console import StderrEvents
+from repoctx.errors import UsageError
 from repoctx.fsutil import atomic_write
 from repoctx.graph import backward_violations
 from repoctx.paths import user_path
@@ -31,16 +33,30 @@ def run_pack(
     settings = load_settings(roots, {**flags, "format": fmt})
     with StderrEvents() as events:
         result = build_pack(roots, settings, on_event=events)
-    text = pack_json(result) if settings.format == "json" else result.pack.text
+    pieces = [pack_json(result)] if settings.format == "json" else result.pack.pieces()
     if output is not None:
-        atomic_write(output, text.encode("utf-8", "surrogatepass"), mode=0o644)
+        write_output(output, pieces)
     console = Console(highlight=False, soft_wrap=True)
     if graph:
         print_graph(console, result)
     if stats:
         print_stats(console, result, output)
     if output is None and not (stats or graph):
-        Console(highlight=False, soft_wrap=True, markup=False).out(text, end="")
+        for piece in pieces:
+            sys.stdout.write(piece)
+        sys.stdout.flush()
+
+
+def write_output(output: Path, pieces: list[str]) -> None:
+    """The pack to ``-o``: atomically for a file, directly for a device or a pipe."""
+    if output.is_dir():
+        raise UsageError(f"{output}: is a directory; pass a file path to -o")
+    try:
+        atomic_write(output, (p.encode("utf-8", "surrogatepass") for p in pieces), mode=0o644)
+    except OSError as error:
+        raise UsageError(
+            f"{output}: cannot be written ({error.strerror}); pass another -o"
+        ) from error
 
 
 def pack_json(result: PackResult) -> str:

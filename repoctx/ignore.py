@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from pathspec import GitIgnoreSpec
+from pathspec.patterns.gitignore.spec import GitIgnoreSpecPattern
 
 from repoctx.errors import ConfigError
 from repoctx.events import EventSink, Notice
@@ -36,6 +37,19 @@ def compile_patterns(lines: Sequence[str], what: str) -> GitIgnoreSpec:
         raise
 
 
+def _translate(lines: Sequence[str], what: str) -> list[tuple[str, str | None, bool | None]]:
+    """Each line, its regex source and whether it includes (False: a ``!`` pattern; None: a
+    blank line or comment), with gitignore semantics, without compiling anything."""
+    translated = []
+    for line in lines:
+        try:
+            regex, include = GitIgnoreSpecPattern.pattern_to_regex(line)
+        except ValueError as error:
+            raise ConfigError(f"{what}: bad pattern {line!r} ({error})") from None
+        translated.append((line, regex, include))
+    return translated
+
+
 class FirstMatch:
     """Which of several pattern lists is the first to match a path, for the rules.
 
@@ -51,18 +65,17 @@ class FirstMatch:
         names: list[tuple[int, str, str]] = []
         paths: list[tuple[int, str]] = []
         for index, (what, lines) in enumerate(lists):
-            spec = compile_patterns(lines, what)
-            if any(p.include is False for p in spec.patterns):
-                self._slow.append((index, spec))
+            translated = _translate(lines, what)  # regex sources only: compiled once, merged
+            if any(include is False for _, _, include in translated):
+                self._slow.append((index, compile_patterns(lines, what)))
                 continue
-            for line in lines:
-                for pattern in GitIgnoreSpec.from_lines([line]).patterns:
-                    if not pattern.include or pattern.regex is None:
-                        continue
-                    if _one_component(line):
-                        names.append((index, line, pattern.regex.pattern))
-                    else:
-                        paths.append((index, pattern.regex.pattern))
+            for line, regex, include in translated:
+                if not include or regex is None:
+                    continue
+                if _one_component(line):
+                    names.append((index, line, regex))
+                else:
+                    paths.append((index, regex))
         self._names = _Names(names)
         self._paths = _merged(paths)
         self._folders: dict[str, int | None] = {}

@@ -56,7 +56,12 @@ class Pack:
 
     @property
     def text(self) -> str:
-        return self.header + "".join(s.text for s in self.segments) + self.footer
+        return "".join(self.pieces())
+
+    def pieces(self) -> list[str]:
+        """The text in pieces (header, files, footer): writing them one by one spares joining
+        tens of megabytes into one string."""
+        return [self.header, *(s.text for s in self.segments), self.footer]
 
     def prefix_token_offsets(self) -> list[tuple[str, int]]:
         """Each file's key and the token offset where it starts in the pack."""

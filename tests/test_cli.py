@@ -120,3 +120,32 @@ def test_non_utf8_files_are_decoded(make_repo: MakeRepo) -> None:
 def test_help_is_instant_and_lists_the_commands() -> None:
     done = repoctx("--help")
     assert done.returncode == 0 and "pack" in done.stdout
+
+
+def test_output_to_a_pipe_or_through_a_symlink_keeps_them(
+    make_repo: MakeRepo, tmp_path: Path
+) -> None:
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    done = repoctx("pack", str(make_repo(FILES)), "-o", str(fifo))
+    reader.join(30)
+    assert done.returncode == 0, done.stderr
+    assert received and received[0].startswith(b"<repository_pack")
+    assert fifo.is_fifo()
+
+    target = tmp_path / "real.xml"
+    target.write_text("old")
+    link = tmp_path / "link.xml"
+    link.symlink_to(target)
+    assert repoctx("pack", str(make_repo(FILES, name="two")), "-o", str(link)).returncode == 0
+    assert link.is_symlink() and target.read_text().startswith("<repository_pack")
+
+
+def test_output_to_a_directory_is_refused(make_repo: MakeRepo, tmp_path: Path) -> None:
+    done = repoctx("pack", str(make_repo(FILES)), "-o", str(tmp_path))
+    assert done.returncode == 2 and "is a directory" in done.stderr
