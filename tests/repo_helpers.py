@@ -7,6 +7,9 @@ import os
 import subprocess
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
+
+from repoctx.events import CacheOutcome, Event, Notice
 
 DATA = Path(__file__).parent / "data"
 LLAMA3_VOCAB = DATA / "ggml-vocab-llama-bpe.gguf"
@@ -45,3 +48,26 @@ def write_files(root: Path, files: Mapping[str, str | bytes]) -> None:
 
 
 MakeRepo = Callable[..., Path]
+
+
+class Events:
+    """An event sink that keeps what it receives."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def __call__(self, event: Event) -> None:
+        self.events.append(event)
+
+    def of(self, kind: type[Any]) -> list[Any]:
+        return [event for event in self.events if isinstance(event, kind)]
+
+    def outcome(self) -> CacheOutcome:
+        (outcome,) = self.of(CacheOutcome)
+        return outcome
+
+    def notices(self) -> list[Notice]:
+        return self.of(Notice)
+
+    def warnings(self) -> list[str]:
+        return [n.message for n in self.of(Notice) if n.level == "warning"]

@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from repo_helpers import LLAMA3_VOCAB, git, write_files
+from repo_helpers import LLAMA3_VOCAB, Events, git, write_files
 
 from repoctx import synth
 from repoctx.config import Settings
 from repoctx.engine.base import Engine, GenerationOptions
 from repoctx.engine.llama import SAVE_AFTER_TOKENS, LlamaEngine
-from repoctx.events import AnswerDone, CacheOutcome, Event, ModelReady, Notice, Token
+from repoctx.events import AnswerDone, CacheOutcome, ModelReady, Token
 from repoctx.kvstore import KVStore
 from repoctx.modelfile import ModelInfo, read_model_info
 from repoctx.models import default_model_path
@@ -179,26 +179,6 @@ MAIN_EDIT = (
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-class Events:
-    """An event sink that keeps what it receives."""
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    def __call__(self, event: Event) -> None:
-        self.events.append(event)
-
-    def of(self, kind: type[Any]) -> list[Any]:
-        return [event for event in self.events if isinstance(event, kind)]
-
-    def outcome(self) -> CacheOutcome:
-        (outcome,) = self.of(CacheOutcome)
-        return outcome
-
-    def warnings(self) -> list[str]:
-        return [n.message for n in self.of(Notice) if n.level == "warning"]
 
 
 def store_at(home: Path, sink: Events | None = None) -> KVStore:

@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from repo_helpers import LLAMA3_VOCAB
+from repo_helpers import LLAMA3_VOCAB, Events
 
 from repoctx import kvfiles, kvfolder, synth
 from repoctx.engine.base import GenerationOptions
 from repoctx.engine.llama import SAVE_AFTER_TOKENS, LlamaEngine
-from repoctx.events import AnswerDone, CacheOutcome, Event, Notice, Progress, Token
+from repoctx.events import AnswerDone, CacheOutcome, Event, Progress, Token
 from repoctx.kvstore import Entry, KVStore
 from repoctx.modelfile import ModelInfo, read_model_info
 from repoctx.prompt import Prompt
@@ -39,26 +39,6 @@ FOLLOW_UP = Prompt(
 )
 LONG_PROMPT = Prompt([random.Random(8).randrange(1_000, 120_000) for _ in range(4_096)], 3_000)
 STOP_AT = 2_048  # a multiple of the CPU plan's 512-token batches, above SAVE_AFTER_TOKENS
-
-
-class Events:
-    """An event sink that keeps what it receives."""
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    def __call__(self, event: Event) -> None:
-        self.events.append(event)
-
-    def of(self, kind: type[Any]) -> list[Any]:
-        return [event for event in self.events if isinstance(event, kind)]
-
-    def outcome(self) -> CacheOutcome:
-        (outcome,) = self.of(CacheOutcome)
-        return outcome
-
-    def notices(self) -> list[Notice]:
-        return self.of(Notice)
 
 
 def open_engine(model: ModelInfo, root: Path, sink: Events, **store_options: Any) -> LlamaEngine:
