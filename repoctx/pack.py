@@ -63,14 +63,6 @@ class Pack:
         tens of megabytes into one string."""
         return [self.header, *(s.text for s in self.segments), self.footer]
 
-    def prefix_token_offsets(self) -> list[tuple[str, int]]:
-        """Each file's key and the token offset where it starts in the pack."""
-        offsets = []
-        position = self.header_tokens
-        for segment in self.segments:
-            offsets.append((segment.file.key, position))
-            position += segment.tokens
-        return offsets
 
 
 @dataclass

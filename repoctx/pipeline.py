@@ -5,6 +5,7 @@ roots --scan--> Snapshot --deps--> DepGraph --order--> files --tokens/fit--> Pac
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from pathlib import Path
 from repoctx.cache import ContentCache
 from repoctx.config import Settings
 from repoctx.deps import build_graph, plan_resolution, start_import_scan
-from repoctx.errors import NothingToPackError, UsageError
+from repoctx.errors import BudgetTooSmallError, NothingToPackError, UsageError
 from repoctx.events import EventSink, Progress, ignore_events
 from repoctx.graph import DepGraph, Ordering, order_files
 from repoctx.languages import get_language
@@ -114,8 +115,26 @@ def build_pack(
         skipped=[Omission(s.key, s.reason.value, s.size, None, s.detail) for s in snapshot.skipped],
     )
     pack = fit(inputs, budget)
+    if not tokenizer.additive:
+        pack = _fit_whole_text(inputs, budget, pack, tokenizer)
     watch.lap("fit")
     return PackResult(snapshot, graph, ordering, pack, model, watch.timings)
+
+
+def _fit_whole_text(inputs: PackInputs, budget: int, pack: Pack, tokenizer: Tokenizer) -> Pack:
+    """For tokenizers whose counts do not add up piece by piece (SentencePiece adds a leading
+    space to each text): count the whole text, and fit again with the excess taken off the
+    budget until the whole text fits."""
+    target = budget
+    for _ in range(8):
+        exact = tokenizer.count(pack.text)
+        if exact <= budget:
+            return dataclasses.replace(pack, tokens=exact, budget=budget)
+        target -= exact - budget
+        if target <= 0:
+            break
+        pack = fit(inputs, target)
+    raise BudgetTooSmallError(budget, exact)
 
 
 class _SegmentCounter:

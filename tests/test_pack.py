@@ -238,3 +238,15 @@ def test_tracked_ignored_files_are_packed_and_untracked_ignored_are_not(
     git(repo, "commit", "-q", "-m", "track a log")
     write_files(repo, {"noise.log": "untracked\n", "new.py": "N = 1\n"})
     assert sorted(keys(pack([repo]))) == ["proj/.gitignore", "proj/keep.log", "proj/new.py"]
+
+
+def test_a_sentencepiece_vocabulary_is_counted_on_the_whole_text(make_repo: MakeRepo) -> None:
+    spm = str(LLAMA3_VOCAB.with_name("ggml-vocab-llama-spm.gguf"))
+    repo = make_repo(APP)
+    tokenizer = load_tokenizer(spm)
+    assert not tokenizer.additive  # llama.cpp's tokenizer: counts of pieces do not add up
+    full = pack([repo], model=spm, budget=100_000).pack
+    assert tokenizer.count(full.text) == full.tokens
+    for budget in (full.tokens - 1, full.tokens // 2, 300):
+        result = pack([repo], model=spm, budget=budget).pack
+        assert tokenizer.count(result.text) == result.tokens <= budget
