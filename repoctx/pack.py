@@ -64,7 +64,6 @@ class Pack:
         return [self.header, *(s.text for s in self.segments), self.footer]
 
 
-
 @dataclass
 class PackInputs:
     """What fitting needs: full segments in pack order, and how to reduce one."""
