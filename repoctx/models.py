@@ -43,16 +43,21 @@ def resolve_model_path(explicit: str | None) -> Path:
     """The model to use: ``explicit`` (the ``--model`` flag), else ``$REPOCTX_MODEL``, else the
     embedded default. Raises ``ModelError`` saying what to do when the file is not there."""
     if explicit:
-        path = user_path(explicit)
-        if not path.exists() and _looks_like_a_name(explicit):
-            from repoctx.hub import model_path
-
-            return model_path(explicit)
-        return _checked(path, "", _FLAG_HINT)
+        return _path_or_name(explicit, "", _FLAG_HINT)
     from_env = os.environ.get(MODEL_ENV, "").strip()
     if from_env:
-        return _checked(user_path(from_env), f" (from ${MODEL_ENV})", _ENV_HINT)
+        return _path_or_name(from_env, f" (from ${MODEL_ENV})", _ENV_HINT)
     return default_model_path()
+
+
+def _path_or_name(given: str, where: str, hint: str) -> Path:
+    """A GGUF path, or a model name (``repoctx models list``) that was downloaded."""
+    path = user_path(given)
+    if not path.exists() and _looks_like_a_name(given):
+        from repoctx.hub import model_path
+
+        return model_path(given)
+    return _checked(path, where, hint)
 
 
 def _looks_like_a_name(text: str) -> bool:

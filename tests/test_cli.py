@@ -149,3 +149,13 @@ def test_output_to_a_pipe_or_through_a_symlink_keeps_them(
 def test_output_to_a_directory_is_refused(make_repo: MakeRepo, tmp_path: Path) -> None:
     done = repoctx("pack", str(make_repo(FILES)), "-o", str(tmp_path))
     assert done.returncode == 2 and "is a directory" in done.stderr
+
+
+def test_a_model_name_not_yet_downloaded_says_how_to_get_it(make_repo: MakeRepo) -> None:
+    name = "llama-3-8b-instruct-gradient-1048k"
+    env = {**os.environ, "REPOCTX_MODEL": name}
+    done = subprocess.run(
+        [sys.executable, "-m", "repoctx", "pack", str(make_repo(FILES))],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 4 and f"run `repoctx models pull {name}`" in done.stderr
