@@ -209,8 +209,9 @@ class RepoctxApp(App[None]):
         def chosen(resume: bool | None) -> None:
             if resume:
                 self.run_job("resume", partial(self.jobs.resume, conversation.id))
-                # its KV state comes back from disk now, not at the next question
-                self.run_job("warm", partial(self.jobs.warm, self._warm_cancel))
+            # the pack (and a resumed conversation) comes into the model's context now, while
+            # the user types, not at the first question
+            self.warm()
 
         self.push_screen(ResumeScreen(conversation), chosen)
 
@@ -229,9 +230,18 @@ class RepoctxApp(App[None]):
 
         self.push_screen(PickerScreen("Conversations, latest first", lines), chosen)
 
+    def warm(self) -> None:
+        self.run_job("warm", partial(self.jobs.warm, self._warm_cancel))
+
     def on_job_done(self, message: JobDone) -> None:
         if message.note:
             self.notify(message.note)
+        if message.job == "offer":  # nothing to resume: get the pack ready for a first question
+            self.warm()
+        elif message.job == "warm" and not self.answering:
+            status = self.query_one(StatusLine)
+            status.activity.finished()
+            status.show()
 
     async def on_job_failed(self, message: JobFailed) -> None:
         self.notify(message.text, title="repoctx", severity="error", timeout=12)

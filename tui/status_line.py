@@ -49,7 +49,7 @@ class Activity:
         elif isinstance(event, CacheOutcome):
             self.cache = cache_summary(event)
             self._prefill = None
-            self.state = f"answering · {self.cache}"
+            self.state = f"prompt ready · {self.cache}"
         elif isinstance(event, Token):
             self._tokens += 1
             plural = "" if self._tokens == 1 else "s"
@@ -70,6 +70,8 @@ class Activity:
             self.state = f"loading the model{of}"
         elif stage == "restore":
             self.state = f"restoring the cache from disk{of}"
+        elif stage == "save" and total > 0 and done >= total:
+            self.finished()  # a save ends a prefill or an answer: back to what the cache gave
         elif stage == "save":
             self.state = f"saving the cache{of}"
         else:

@@ -207,3 +207,24 @@ def test_history_lists_earlier_conversations_to_resume(shop: Path, make_app: Mak
             assert shown == ["What does total do?"]
 
     run(scenario())
+
+
+def test_the_pack_is_prefilled_while_the_user_types(shop: Path, make_app: MakeApp) -> None:
+    """With nothing to resume, the app brings the pack into the model's context at once; the
+    first question then starts from it (the live context) instead of prefilling the pack."""
+    engines = Engines()
+    app = make_app([shop], engines=engines, offer_resume=True)
+
+    async def scenario() -> None:
+        async with app.run_test() as pilot:
+            await settle(pilot)
+            await wait_for(pilot, lambda: bool(engines.made) and bool(engines.made[0]._live))
+            warmed = len(engines.made[0]._live)
+            assert engines.made[0].prompts == []  # prefilled, nothing asked yet
+            assert app.query_one(StatusLine).activity.state.startswith("ready")
+            await ask(pilot, "What does total do?")
+            state = app.query_one(StatusLine).activity.state
+            assert f"{warmed:,} cached" in state, state  # the question started from the pack
+            assert len(engines.made) == 1
+
+    run(scenario())

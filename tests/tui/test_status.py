@@ -25,7 +25,7 @@ def test_each_stage_reads_plainly() -> None:
         (Progress("load", 1, 4, "parts"), "loading the model 1/4 parts"),
         (Progress("load", 0, 1, "model"), "loading the model"),
         (Progress("restore", 0, 0), "restoring the cache from disk"),
-        (CacheOutcome("disk", 120_000, 40, 0.42, 120_040), "answering · 120,000 from disk"),
+        (CacheOutcome("disk", 120_000, 40, 0.42, 120_040), "prompt ready · 120,000 from disk"),
         (Token("Hi"), "answering · 1 token"),
         (Progress("save", 3 << 20, 32 << 20, "bytes"), "saving the cache 3/32 MiB"),
         (
