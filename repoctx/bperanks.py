@@ -61,7 +61,7 @@ class _Unsupported(Exception):
     """The vocabulary cannot be expressed as tiktoken ranks; llama.cpp tokenizes it."""
 
 
-def _byte_chars() -> list[str]:
+def byte_chars() -> list[str]:
     """GPT-2's byte-to-unicode table: the character that stands for each byte in the vocab."""
     printable = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
     chars = {byte: chr(byte) for byte in printable}
@@ -70,7 +70,7 @@ def _byte_chars() -> list[str]:
     return [chars[byte] for byte in range(256)]
 
 
-_BYTE_CHARS = _byte_chars()
+_BYTE_CHARS = byte_chars()
 
 Rules = dict[tuple[str, str], int]
 

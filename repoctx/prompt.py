@@ -125,3 +125,16 @@ def _compile(source: str) -> Any:
 
 def _raise(message: str) -> None:
     raise ModelError(f"the model's chat template refused the conversation: {message}")
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """Length of the common prefix, at C speed: compare slices, halving the range."""
+    limit = min(len(a), len(b))
+    low, high = 0, limit
+    while low < high:
+        middle = (low + high + 1) // 2
+        if a[:middle] == b[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low

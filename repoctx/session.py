@@ -16,7 +16,7 @@ from repoctx.engine.base import Engine, GenerationOptions
 from repoctx.events import AnswerDone, CacheOutcome, EventSink, ignore_events
 from repoctx.modelfile import ModelInfo
 from repoctx.pipeline import PackResult, build_pack, default_reserve
-from repoctx.prompt import ChatFormat, Message, Prompt
+from repoctx.prompt import ChatFormat, Message, Prompt, common_prefix
 from repoctx.tokens import load_tokenizer
 
 # (model, context tokens needed, events) -> a loaded engine
@@ -159,10 +159,7 @@ class Session:
             if self.result is None:
                 self.pack(on_event)
             one, other = self.prompt_for("a"), self.prompt_for("b")
-            stable = next(
-                (i for i, (x, y) in enumerate(zip(one.ids, other.ids, strict=False)) if x != y),
-                min(len(one), len(other)),
-            )
+            stable = common_prefix(one.ids, other.ids)
             prompt = Prompt(one.ids[:stable], min(one.prefix_tokens, stable))
             engine = self._engine_for(len(one) + self.generation.max_tokens, on_event)
             return engine.prefill(prompt, on_event, cancel or threading.Event())

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from gguf import GGUFValueType
 
+from repoctx.bperanks import byte_chars
 from repoctx.errors import ModelError, TokenizerError, UsageError
 
 KV = tuple[Any, GGUFValueType, GGUFValueType | None]
@@ -114,19 +115,12 @@ def load_vocab(path: Path) -> dict[str, KV]:
     return vocab
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's map from byte values to printable characters (the byte-level BPE alphabet)."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
-    table = {byte: chr(byte) for byte in keep}
-    for n, byte in enumerate(b for b in range(256) if b not in table):
-        table[byte] = chr(256 + n)
-    return table
-
-
 def learn_merges(text: str, count: int) -> list[tuple[str, str]]:
     """Up to ``count`` byte-level BPE merges learnt from ``text``; ties break by the pair's
     characters, so the result is deterministic."""
-    table = _bytes_to_unicode()  # its characters are never spaces: words are space-separated
+    table = dict(
+        enumerate(byte_chars())
+    )  # its characters are never spaces: words are space-separated
     words = Counter(" ".join(table[b] for b in p.encode()) for p in _PRETOKEN.findall(text))
     merges: list[tuple[str, str]] = []
     while len(merges) < count:
@@ -151,7 +145,7 @@ def builtin_vocab(size: int | None = None, n_merges: int = BUILTIN_MERGES) -> di
     """A small byte-level BPE vocabulary (gpt2 model, llama-bpe pre-tokenizer) with Llama 3's
     special tokens and chat template, padded to ``size`` tokens with reserved special tokens."""
     merges = learn_merges(_CORPUS, n_merges)
-    tokens = list(_bytes_to_unicode().values())
+    tokens = list(dict(enumerate(byte_chars())).values())
     known = set(tokens)
     for left, right in merges:
         if left + right not in known:

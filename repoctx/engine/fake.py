@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from repoctx.engine.base import GenerationOptions
 from repoctx.events import AnswerDone, CacheOutcome, EventSink, ModelReady, Progress, Token
-from repoctx.prompt import Prompt
+from repoctx.prompt import Prompt, common_prefix
 
 
 @dataclass
@@ -40,7 +40,7 @@ class FakeEngine:
     ) -> AnswerDone:
         started = time.perf_counter()
         self.prompts.append(prompt)
-        kept = _common_prefix(self._live, prompt.ids)
+        kept = common_prefix(self._live, prompt.ids)
         todo = len(prompt.ids) - kept
         if not self._prefill(todo, on_event, cancel):
             return AnswerDone(
@@ -55,7 +55,7 @@ class FakeEngine:
     def prefill(
         self, prompt: Prompt, on_event: EventSink, cancel: threading.Event
     ) -> CacheOutcome | None:
-        kept = _common_prefix(self._live, prompt.ids)
+        kept = common_prefix(self._live, prompt.ids)
         todo = len(prompt.ids) - kept
         if not self._prefill(todo, on_event, cancel):
             return None
@@ -108,12 +108,3 @@ class FakeEngine:
 
     def close(self) -> None:
         self._live = []
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    length = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        length += 1
-    return length

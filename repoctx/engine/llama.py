@@ -30,7 +30,7 @@ from repoctx.events import (
 )
 from repoctx.kvstore import KVStore, StateKey
 from repoctx.modelfile import ModelInfo
-from repoctx.prompt import Prompt
+from repoctx.prompt import Prompt, common_prefix
 from repoctx.tokens import quiet_llama_cpp
 
 GGML_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2}
@@ -135,7 +135,7 @@ class LlamaEngine:
 
     def _live_prefix(self, ids: list[int]) -> int:
         live = self.llm.input_ids[: self.llm.n_tokens].tolist()
-        return _common_prefix(live, ids)
+        return common_prefix(live, ids)
 
     def _restore(self, ids: list[int], on_event: EventSink) -> tuple[str, int, float]:
         """Keep the live context's prefix, or restore a longer one from disk."""
@@ -298,16 +298,3 @@ def _load(model: ModelInfo, plan: Plan) -> llama_cpp.Llama:
             f"{plan.kv_type} context on the {plan.device} ({error}); pass a smaller --budget, "
             "--kv-type q4_0, or free memory"
         ) from error
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    """Length of the common prefix, at C speed: compare slices, halving the range."""
-    limit = min(len(a), len(b))
-    low, high = 0, limit
-    while low < high:
-        middle = (low + high + 1) // 2
-        if a[:middle] == b[:middle]:
-            low = middle
-        else:
-            high = middle - 1
-    return low
