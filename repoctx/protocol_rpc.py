@@ -79,16 +79,17 @@ def read_frames(stream: BinaryIO, limit: int = MAX_MESSAGE_BYTES) -> Iterator[by
     """The lines of ``stream`` without their terminators, until end of file; a line over
     ``limit`` bytes is consumed in bounded chunks and reported as ``Oversized``."""
     while True:
-        line = stream.readline(limit + 1)
+        line = stream.readline(limit + 2)  # room for the content, "\r" and "\n"
         if not line:
             return
-        if line.endswith(b"\n") or len(line) <= limit:
-            yield line.rstrip(b"\n").removesuffix(b"\r")
+        content = line.removesuffix(b"\n").removesuffix(b"\r")
+        if line.endswith(b"\n") or len(line) < limit + 2:  # the whole line was read
+            yield content if len(content) <= limit else Oversized(len(content))
             continue
-        size = len(line)
+        size = len(content)
         while True:
             line = stream.readline(_DISCARD_CHUNK)
-            size += len(line.rstrip(b"\n"))
+            size += len(line.removesuffix(b"\n"))
             if not line or line.endswith(b"\n"):
                 break
         yield Oversized(size)

@@ -304,3 +304,9 @@ def test_a_real_session_in_process(fixed_repo: Path) -> None:
     ]
     harness.feed(b"".join(json.dumps(m).encode() + b"\n" for m in lines))
     assert harness.replies()[-1]["result"]["text"] == "fuzzed answer"
+
+
+def test_a_line_at_the_limit_with_a_carriage_return_is_not_oversized() -> None:
+    """Found by the fuzzer: the "\\r" of a "\\r\\n" (or a last line's "\\r") is not content."""
+    frames = list(read_frames(io.BytesIO(b"abcde\r\nabcdef\r\nabcde\r"), 5))
+    assert frames == [b"abcde", Oversized(6), b"abcde"]
