@@ -1,24 +1,20 @@
-"""What the KV state store (kvstore.py) keeps on disk: layout, metadata, checksums, token
-prefixes. How the folder changes safely is kvfolder.py.
+"""What the KV state store (kvstore.py) keeps on disk: layout, metadata, token prefixes. How
+the folder changes safely is kvfolder.py; how states move between memory and disk, kvio.py.
 
 An entry with id ID is three files in the store folder, all 0600:
 
-    ID.state    the engine's state file (llama_state_seq_save_file), never changed once saved
+    ID.state    the sequence state (llama_state_seq_get_data, one KV stream), never changed
     ID.tokens   the prompt's token ids, int32 little-endian
     ID.json     the metadata sidecar, written last: an entry exists once its sidecar does
 
-Checksums are XXH3-128 (xxhash). The full digest covers every byte of the state, so truncated,
-zeroed or partly overwritten files are all caught; it runs at disk speed (measured 10-19 GB/s
-from the page cache, where it leaves the file for llama.cpp's own read). The sampled digest
-covers the size and SAMPLE_COUNT blocks of SAMPLE_BLOCK bytes spread over the file: constant
-time, for disks too slow to read a state twice; it catches truncation but not every overwrite.
+The state's digest (kvio.py: XXH3 over fixed-size chunks) is computed while the state is
+written and again while it is read, so truncated, zeroed or partly overwritten files are
+caught before llama.cpp sees a byte of them, at no cost beyond the I/O itself.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import sys
 from array import array
 from collections.abc import Sequence
@@ -28,12 +24,9 @@ from typing import Any, TypeVar, cast
 
 import xxhash
 
-FORMAT = 1
+FORMAT = 2  # 1: llama_state_seq_save_file's files, whole-file XXH3-128
 TOKEN_SIZE = 4
 PREFIX_CHUNK = 1 << 18
-READ_CHUNK = 8 << 20
-SAMPLE_BLOCK = 1 << 20
-SAMPLE_COUNT = 64
 _T = TypeVar("_T")
 
 if (
@@ -63,8 +56,8 @@ class StateKey:
 
 @dataclass(frozen=True)
 class Entry:
-    """One saved state. ``digest`` is the XXH3-128 of the whole state file, ``sample_digest``
-    that of its size and sampled blocks, ``tokens_hash`` that of the token file."""
+    """One saved state. ``digest`` is the kvio digest of the state file, ``tokens_hash`` the
+    XXH3-128 of the token file."""
 
     directory: Path
     id: str
@@ -73,7 +66,6 @@ class Entry:
     size: int
     tokens_hash: str
     digest: str
-    sample_digest: str
     created: float
     last_used: float
     label: str
@@ -123,8 +115,7 @@ def entry_json(entry: Entry) -> bytes:
         "n_tokens": entry.n_tokens,
         "tokens_xxh3_128": entry.tokens_hash,
         "size": entry.size,
-        "xxh3_128": entry.digest,
-        "sampled_xxh3_128": entry.sample_digest,
+        "digest": entry.digest,
         "created": entry.created,
         "last_used": entry.last_used,
         "label": entry.label,
@@ -172,8 +163,7 @@ def _entry_fields(fields: dict[str, Any], directory: Path) -> Entry:
         n_tokens=_get(fields, "n_tokens", int),
         size=_get(fields, "size", int),
         tokens_hash=_get(fields, "tokens_xxh3_128", str),
-        digest=_get(fields, "xxh3_128", str),
-        sample_digest=_get(fields, "sampled_xxh3_128", str),
+        digest=_get(fields, "digest", str),
         created=float(_get(fields, "created", float)),
         last_used=float(_get(fields, "last_used", float)),
         label=_get(fields, "label", str),
@@ -194,6 +184,15 @@ def token_bytes(tokens: Sequence[int]) -> bytes:
     if sys.byteorder == "big":  # pragma: no cover - no big-endian test machine
         ids.byteswap()
     return ids.tobytes()
+
+
+def token_ids(data: bytes) -> list[int]:
+    """The inverse of ``token_bytes``."""
+    ids = array("i")
+    ids.frombytes(data)
+    if sys.byteorder == "big":  # pragma: no cover - no big-endian test machine
+        ids.byteswap()
+    return ids.tolist()
 
 
 def tokens_hash(data: bytes) -> str:
@@ -238,38 +237,6 @@ def file_prefix(prompt: bytes, path: Path, chunk: int = PREFIX_CHUNK) -> int:
                 return done // TOKEN_SIZE + shared
             done += len(block)
     return done // TOKEN_SIZE
-
-
-def full_digest(fd: int) -> str:
-    hasher = xxhash.xxh3_128()
-    if hasattr(os, "posix_fadvise"):
-        with contextlib.suppress(OSError):
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-    _hash_range(hasher, fd, 0, os.fstat(fd).st_size)
-    return hasher.hexdigest()
-
-
-def sample_digest(fd: int, size: int) -> str:
-    hasher = xxhash.xxh3_128(size.to_bytes(8, "little"))
-    if size <= SAMPLE_BLOCK * SAMPLE_COUNT:
-        _hash_range(hasher, fd, 0, size)
-        return hasher.hexdigest()
-    stride = (size - SAMPLE_BLOCK) / (SAMPLE_COUNT - 1)
-    for index in range(SAMPLE_COUNT):
-        _hash_range(hasher, fd, round(index * stride), SAMPLE_BLOCK)
-    return hasher.hexdigest()
-
-
-def _hash_range(hasher: xxhash.xxh3_128, fd: int, start: int, length: int) -> None:
-    buffer = bytearray(min(READ_CHUNK, max(length, 1)))
-    view = memoryview(buffer)
-    end = start + length
-    while start < end:
-        count = os.preadv(fd, [view[: end - start]], start)
-        if count == 0:
-            break
-        hasher.update(view[:count])
-        start += count
 
 
 def size_problem(actual: int, expected: int) -> str:

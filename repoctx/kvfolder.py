@@ -117,10 +117,10 @@ class Folder:
             raise BadEntry("was corrupt (its token list has the wrong size)")
         return entry
 
-    def verify(self, fd: int, entry: Entry, key: StateKey, full: bool) -> str | None:
-        """What is wrong with ``entry``, whose state ``fd`` holds open and shared-locked: None
-        when its sizes, token hash and (``full`` or sampled) checksum verify. Gone when it was
-        removed or replaced since it was read."""
+    def check(self, fd: int, entry: Entry, key: StateKey) -> str | None:
+        """What is wrong with ``entry``, whose state ``fd`` holds open and shared-locked, short
+        of its contents (their digest is checked as they are read): None when its sizes and
+        token hash agree. Gone when it was removed or replaced since it was read."""
         try:
             current = self.read(entry.id)
             status = os.fstat(fd)
@@ -132,17 +132,13 @@ class Folder:
                 return kvfiles.size_problem(status.st_size, entry.size)
             if kvfiles.tokens_hash(entry.tokens_path.read_bytes()) != entry.tokens_hash:
                 return "was corrupt (its token list does not match its checksum)"
-            if full:
-                good = kvfiles.full_digest(fd) == entry.digest
-            else:
-                good = kvfiles.sample_digest(fd, entry.size) == entry.sample_digest
         except BadEntry as bad:
             return bad.reason
         except FileNotFoundError as error:
             raise Gone from error
         except OSError as error:
             return f"could not be read ({error})"
-        return None if good else "was corrupt (its contents do not match their checksum)"
+        return None
 
     def delete(self, ident: str) -> bool:
         """Remove an entry's files, sidecar first, unless a load holds its state or they cannot
@@ -216,46 +212,39 @@ class Folder:
 
 class PendingSave:
     """The temporary files of one save: created 0600 and locked so that the sweep of leftovers
-    leaves them alone; whatever was not committed is removed on exit."""
+    leaves them alone; whatever was not committed is removed on exit. ``fd`` is the state
+    file, open for writing."""
 
     def __init__(self, root: Path, ident: str) -> None:
         stem = f".tmp-{ident}-{secrets.token_hex(4)}"
         self.state = root / f"{stem}.state"
         self.tokens = root / f"{stem}.tokens"
-        self._fd = _create_private(self.state)
-        lock(self._fd, shared=False, timeout=0)
+        self.fd = _create_private(self.state)
+        lock(self.fd, shared=False, timeout=0)
 
     def __enter__(self) -> PendingSave:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        os.close(self._fd)
+        os.close(self.fd)
         for path in (self.tokens, self.state):
             with contextlib.suppress(OSError):
                 os.unlink(path)
 
-    def finish(self, data: bytes) -> tuple[int, str, str]:
-        """Make the state the engine wrote durable and private, and write the token file.
-        Returns the state's size, full digest and sampled digest."""
-        if os.stat(self.state).st_ino != os.fstat(self._fd).st_ino:  # the writer replaced it
-            replaced = os.open(self.state, os.O_RDWR | os.O_CLOEXEC)
-            os.close(self._fd)
-            self._fd = replaced
-            lock(self._fd, shared=False, timeout=0)
-        os.fchmod(self._fd, 0o600)
-        os.fsync(self._fd)
-        size = os.fstat(self._fd).st_size
+    def finish(self, data: bytes) -> int:
+        """Make the state written to ``fd`` durable and write the token file. Returns the
+        state's size."""
+        os.fsync(self.fd)
+        size = os.fstat(self.fd).st_size
         if size == 0:
             raise CacheError("the engine wrote an empty state file")
-        digest = kvfiles.full_digest(self._fd)
-        sample = kvfiles.sample_digest(self._fd, size)
         fd = _create_private(self.tokens)
         try:
             _write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
-        return size, digest, sample
+        return size
 
 
 def _create_private(path: Path) -> int:

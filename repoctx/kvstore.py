@@ -1,15 +1,17 @@
 """Saved llama.cpp KV states of long prompts, keyed by content, so that a follow-up question never
-pays for the prefill again. The engine passes callbacks that write and read the state files
-(llama_state_seq_save_file / llama_state_seq_load_file); this module never imports llama_cpp.
+pays for the prefill again. The engine passes callbacks that move a state between its memory
+and an open state file (kvio.py does it at the disk's speed, hashing as it goes); this module
+never imports llama_cpp.
 
     match = store.find(key, prompt, max_tokens=n_ctx)
-    keep = store.load(match, reader) if match else 0
-    # always: drop positions keep.. of the sequence, then evaluate prompt[keep:]
-    store.save(key, tokens, writer, label=..., expected_bytes=..., checkpoint=...)
+    keep = store.load(match, read) if match else 0    # read(fd, size) -> digest of what it read
+    # keep 0: nothing usable was read. Else load what was read; if llama.cpp refuses it:
+    store.reject(match.entry, "why")
+    store.save(key, tokens, write, label=..., expected_bytes=..., checkpoint=...)
 
-Trust: a state is used only when its key matches and, at load time, its sizes, token hash and
-checksum (kvfiles.py) verify; anything else is a miss, reported once as a Notice, and a broken
-entry is removed. Saves go through temporary files and never leave a partial entry. Several
+Trust: a state is used only when its key matches and its sizes, token hash and the digest of
+the bytes read (kvfiles.py) verify; anything else is a miss, reported once as a Notice, and a
+broken entry is removed. Saves go through temporary files and never leave a partial entry. Several
 processes may share the store: kvfolder.py says how it is locked.
 
 Retention: saving exactly the tokens of an existing entry only marks it used. A new state
@@ -26,14 +28,12 @@ import fnmatch
 import os
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
 
 from repoctx import kvfiles, paths
-from repoctx.errors import CacheError, StateLoadError
+from repoctx.errors import CacheError
 from repoctx.events import EventSink, Notice, ignore_events
 from repoctx.kvfiles import BadEntry, Entry, StateKey, size_text
 from repoctx.kvfolder import Folder, Gone, PendingSave, StoreBusy, lock
@@ -42,8 +42,8 @@ __all__ = ["DEFAULT_CAP_BYTES", "Entry", "KVStats", "KVStore", "Match", "StateKe
 
 DEFAULT_CAP_BYTES = 100 << 30
 DEFAULT_MIN_FREE_BYTES = 4 << 30
-Reader = Callable[[Path], int]
-Writer = Callable[[Path], None]
+Reader = Callable[[int, int], str]  # (state fd, size) -> digest of the bytes read
+Writer = Callable[[int], str]  # (state fd) -> digest of the bytes written
 
 
 @dataclass(frozen=True)
@@ -72,14 +72,12 @@ class KVStore:
         cap_bytes: int = DEFAULT_CAP_BYTES,
         on_event: EventSink = ignore_events,
         *,
-        verify: Literal["full", "sampled"] = "full",
         lock_timeout: float = 30.0,
         keep_recent: int = 3,
         min_free_bytes: int = DEFAULT_MIN_FREE_BYTES,
     ) -> None:
         self.root = root if root is not None else paths.cache_dir() / "kv"
         self.cap_bytes = cap_bytes
-        self.verify = verify
         self.lock_timeout = lock_timeout
         self.keep_recent = max(1, keep_recent)
         self.min_free_bytes = min_free_bytes
@@ -110,13 +108,11 @@ class KVStore:
         return None if best is None else Match(key, best[1], best[0][0], len(tokens))
 
     def load(self, match: Match, reader: Reader) -> int:
-        """Verify the matched state, then restore it with ``reader(path)`` under a shared lock;
-        the reader returns the number of tokens the state holds, or raises StateLoadError when
-        llama.cpp rejects it. Returns how many leading prompt tokens the sequence may keep: at
-        most ``match.prefix`` and ``prompt_tokens - 1`` (one is left to evaluate for the
-        logits); 0 on any failure. The engine must always drop the positions from the result on
-        and evaluate the prompt from there: after a failure, that clears a partial load. A
-        broken state is removed with a Notice; other exceptions of ``reader`` propagate."""
+        """Read the matched state with ``reader(fd, size)`` under a shared lock and check the
+        digest it returns. Returns how many leading prompt tokens the engine may keep once it
+        has loaded what was read: at most ``match.prefix`` and ``prompt_tokens - 1`` (one is
+        left to evaluate for the logits); 0 when nothing usable was read (a broken state is
+        removed with a Notice). Exceptions of ``reader`` other than OSError propagate."""
         entry = match.entry
         try:
             fd = os.open(entry.data_path, os.O_RDONLY | os.O_CLOEXEC)
@@ -133,9 +129,7 @@ class KVStore:
             if not lock(fd, shared=True, timeout=self.lock_timeout):
                 self._notice(f"saved state {entry.data_path} stayed locked; prefilling instead")
                 return 0
-            restored, problem = 0, self._folder.verify(fd, entry, match.key, full=False)
-            if problem is None:
-                restored, problem = _restore_checked(fd, entry, reader, self.verify == "full")
+            problem = self._folder.check(fd, entry, match.key) or _read(fd, entry, reader)
         except Gone:
             return 0
         finally:
@@ -144,15 +138,30 @@ class KVStore:
             self._discard(entry, problem)
             return 0
         self._touch(entry)
-        return max(0, min(match.prefix, restored, match.prompt_tokens - 1))
+        return max(0, min(match.prefix, entry.n_tokens, match.prompt_tokens - 1))
+
+    def tokens(self, entry: Entry) -> list[int] | None:
+        """The token ids of ``entry`` (None when its token list is gone or damaged)."""
+        try:
+            data = entry.tokens_path.read_bytes()
+        except OSError:
+            return None
+        if kvfiles.tokens_hash(data) != entry.tokens_hash:
+            return None
+        return kvfiles.token_ids(data)
+
+    def reject(self, entry: Entry, reason: str) -> None:
+        """llama.cpp refused a state that verified (another llama.cpp's format under the same
+        key): remove it, with a Notice."""
+        self._discard(entry, f"could not be loaded ({reason})")
 
     def save(
         self, key: StateKey, tokens: Sequence[int], writer: Writer, *, label: str,
         expected_bytes: int, checkpoint: bool = False,
     ) -> Entry | None:  # fmt: skip
-        """Save the state of ``tokens``: ``writer(path)`` writes it in place at a temporary path
-        (raising OSError or CacheError on failure); the store then fsyncs, checksums and commits
-        it atomically. ``expected_bytes`` (llama_state_seq_get_size) sizes the eviction first.
+        """Save the state of ``tokens``: ``writer(fd)`` writes it to a temporary file and returns
+        its digest (raising OSError or CacheError on failure); the store then fsyncs and
+        commits it atomically. ``expected_bytes``, the state's size, sizes the eviction first.
         Returns the entry (the existing one when these tokens were saved already), or None with
         a Notice when the state was not saved: a failed save never raises."""
         data = kvfiles.token_bytes(tokens)
@@ -181,7 +190,7 @@ class KVStore:
             self._save_failed(error, expected_bytes)
             return None
         n_tokens = len(data) // kvfiles.TOKEN_SIZE
-        draft = Entry(self.root, ident, key, n_tokens, 0, "", "", "", 0, 0, label, checkpoint)
+        draft = Entry(self.root, ident, key, n_tokens, 0, "", "", 0, 0, label, checkpoint)
         return self._write(pending, draft, data, writer, expected_bytes)
 
     def _write(
@@ -189,12 +198,14 @@ class KVStore:
     ) -> Entry | None:
         try:
             with pending:
-                writer(pending.state)
-                size, digest, sample = pending.finish(data)
+                digest = writer(pending.fd)
+                size = pending.finish(data)
+                if size != expected:
+                    raise CacheError(f"the state file has {size:,} bytes, not {expected:,}")
                 now = time.time()
                 entry = replace(
                     draft, size=size, tokens_hash=kvfiles.tokens_hash(data), digest=digest,
-                    sample_digest=sample, created=now, last_used=now,
+                    created=now, last_used=now,
                 )  # fmt: skip
                 with self._folder.locked(self.lock_timeout):
                     existing = self._existing(entry.id, entry.key, data)
@@ -391,29 +402,14 @@ class KVStore:
         self.on_event(Notice(message, level))
 
 
-def _restore_checked(fd: int, entry: Entry, reader: Reader, full: bool) -> tuple[int, str | None]:
-    """Restore while the full checksum is computed on another thread (both mostly wait on I/O
-    and release the GIL), so a verified restore costs little more than the load itself. The
-    engine keeps nothing of a load whose checksum then fails: ``load`` returns 0."""
-    if not full:
-        return _restore(entry, reader)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        digest = pool.submit(kvfiles.full_digest, fd)
-        restored, problem = _restore(entry, reader)
-        good = digest.result() == entry.digest
-    if problem is None and not good:
-        return 0, "was corrupt (its contents do not match their checksum)"
-    return restored, problem
-
-
-def _restore(entry: Entry, reader: Reader) -> tuple[int, str | None]:
+def _read(fd: int, entry: Entry, reader: Reader) -> str | None:
     try:
-        restored = reader(entry.data_path)
-    except StateLoadError as error:
-        return 0, f"could not be loaded ({error.detail})"
-    if restored != entry.n_tokens:
-        return 0, f"was corrupt (it restored {restored:,} tokens, not {entry.n_tokens:,})"
-    return restored, None
+        digest = reader(fd, entry.size)
+    except OSError as error:
+        return f"could not be read ({error})"
+    if digest != entry.digest:
+        return "was corrupt (its contents do not match their checksum)"
+    return None
 
 
 def _matches(entry: Entry, pattern: str | None) -> bool:

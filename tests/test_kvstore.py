@@ -1,7 +1,7 @@
 """The KV state store: prefix matching, verification, retention, robustness and locking.
 
-Fake state files stand in for llama.cpp's: 8 bytes of token count, then pseudo-random bytes
-derived from the tokens, so a reader can tell a right state from a wrong one."""
+Fake states stand in for llama.cpp's: 8 bytes of token count, then pseudo-random bytes derived
+from the tokens, so a reader can tell a right state from a wrong one."""
 
 from __future__ import annotations
 
@@ -23,8 +23,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from repoctx import kvfiles, kvfolder
-from repoctx.errors import StateLoadError
+from repoctx import kvfiles, kvfolder, kvio
 from repoctx.events import Event, Notice
 from repoctx.kvstore import Entry, KVStore, Match, StateKey
 
@@ -41,32 +40,34 @@ def payload(tokens: Sequence[int]) -> bytes:
     )
 
 
-def writer_for(tokens: Sequence[int], pause: float = 0.0) -> Callable[[Path], None]:
+Writer = Callable[[int], str]
+Reader = Callable[[int, int], str]
+
+
+def writer_for(tokens: Sequence[int], pause: float = 0.0) -> Writer:
+    """Writes the fake state in four pieces, as a slow engine would; returns its digest."""
     data = payload(tokens)
 
-    def write(path: Path) -> None:
-        with open(path, "wb") as handle:
-            for start in range(0, len(data), len(data) // 4 + 1):
-                handle.write(data[start : start + len(data) // 4 + 1])
-                handle.flush()
-                time.sleep(pause)
+    def write(fd: int) -> str:
+        piece = len(data) // 4 + 1
+        for start in range(0, len(data), piece):
+            os.pwrite(fd, data[start : start + piece], start)
+            time.sleep(pause)
+        return kvio.digest(memoryview(data))
 
     return write
 
 
-def read_state(path: Path) -> int:
-    data = path.read_bytes()
-    if len(data) < 8:
-        raise StateLoadError("the file has no header")
-    return int.from_bytes(data[:8], "little")
+def read_state(fd: int, size: int) -> str:
+    return kvio.digest(memoryview(os.pread(fd, size, 0)))
 
 
-def recording(calls: list[Path]) -> Callable[[Path], int]:
+def recording(calls: list[int]) -> Reader:
     """A reader that notes each call, for tests where it must not be called."""
 
-    def reader(path: Path) -> int:
-        calls.append(path)
-        return read_state(path)
+    def reader(fd: int, size: int) -> str:
+        calls.append(size)
+        return read_state(fd, size)
 
     return reader
 
@@ -292,11 +293,15 @@ def test_a_save_finishing_second_keeps_the_first_copy(store: KVStore) -> None:
     other = KVStore(store.root, 10 << 20, min_free_bytes=0)
     inner: list[Entry | None] = []
 
-    def write_while_another_process_saves(path: Path) -> None:
-        writer_for(PACK)(path)
+    def write_while_another_process_saves(fd: int) -> str:
+        digest = writer_for(PACK)(fd)
         inner.append(save(other, PACK))
+        return digest
 
-    outer = store.save(KEY, PACK, write_while_another_process_saves, label="x", expected_bytes=1)
+    expected = len(payload(PACK))
+    outer = store.save(
+        KEY, PACK, write_while_another_process_saves, label="x", expected_bytes=expected
+    )
     first = inner[0]
     assert first is not None and outer is not None
     assert outer.id == first.id and outer.created == first.created
@@ -316,7 +321,7 @@ def test_a_truncated_state_is_removed_and_reported_once(
     match = store.find(KEY, [*PACK, 1])
     assert match is not None
     os.truncate(entry.data_path, entry.size // 2)
-    calls: list[Path] = []
+    calls: list[int] = []
     assert store.load(match, recording(calls)) == 0
     assert calls == []
     assert "was truncated" in messages(notices) and "evaluated again" in messages(notices)
@@ -336,7 +341,7 @@ def test_a_truncated_state_is_removed_and_reported_once(
         ),
     ],
 )
-def test_damaged_bytes_are_detected_before_the_engine_reads(
+def test_damaged_bytes_are_detected_before_the_engine_loads_them(
     store: KVStore, notices: list[Event], damage: Callable[[bytes], bytes]
 ) -> None:
     entry = save(store, PACK)
@@ -344,28 +349,9 @@ def test_damaged_bytes_are_detected_before_the_engine_reads(
     entry.data_path.write_bytes(damage(entry.data_path.read_bytes()))
     match = store.find(KEY, [*PACK, 1])
     assert match is not None  # the size is right: only the checksum can tell
-    calls: list[Path] = []
-    assert store.load(match, recording(calls)) == 0
-    assert calls == []
+    assert store.load(match, read_state) == 0  # 0: the engine must not load what was read
     assert "was corrupt" in messages(notices)
     assert store.find(KEY, PACK) is None
-
-
-def test_sampled_verification_checks_size_and_sampled_blocks(
-    tmp_path: Path, notices: list[Event], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(kvfiles, "SAMPLE_BLOCK", 1024)
-    monkeypatch.setattr(kvfiles, "SAMPLE_COUNT", 4)
-    store = KVStore(tmp_path / "kv", 10 << 20, notices.append, verify="sampled", min_free_bytes=0)
-    entry = save(store, PACK)
-    assert entry is not None
-    data = entry.data_path.read_bytes()
-    unsampled = data[:2000] + b"z" * 8 + data[2008:]  # between the blocks at 0 and ~21 KiB
-    entry.data_path.write_bytes(unsampled)
-    assert store.load(Match(KEY, entry, 1000, 1001), read_state) == 1000  # the documented gap
-    entry.data_path.write_bytes(b"z" * 8 + data[8:])
-    assert store.load(Match(KEY, entry, 1000, 1001), read_state) == 0
-    assert "was corrupt" in messages(notices)
 
 
 def test_a_corrupt_token_list_is_detected(store: KVStore, notices: list[Event]) -> None:
@@ -387,7 +373,7 @@ def test_a_corrupt_token_list_is_detected(store: KVStore, notices: list[Event]) 
         (lambda text: "[1, 2]", "no format version"),
         (lambda text: text.replace('"n_tokens"', '"n_tokenz"'), "'n_tokens'"),
         (lambda text: text.replace('"checkpoint": false', '"checkpoint": 0'), "'checkpoint'"),
-        (lambda text: text.replace('"format": 1', '"format": 0'), "older repoctx"),
+        (lambda text: text.replace('"format": 2', '"format": 1'), "older repoctx"),
     ],
 )
 def test_bad_metadata_is_a_reported_miss_and_removed(
@@ -406,7 +392,7 @@ def test_metadata_of_a_newer_repoctx_is_ignored_but_kept(
 ) -> None:
     entry = save(store, PACK)
     assert entry is not None
-    entry.meta_path.write_text(entry.meta_path.read_text().replace('"format": 1', '"format": 9'))
+    entry.meta_path.write_text(entry.meta_path.read_text().replace('"format": 2', '"format": 9'))
     assert store.find(KEY, PACK) is None
     assert store.find(KEY, PACK) is None
     assert len(notices) == 1 and "newer repoctx" in messages(notices)
@@ -482,8 +468,8 @@ def test_an_unusable_store_folder_never_raises(tmp_path: Path, notices: list[Eve
 def test_a_full_disk_while_the_engine_writes_leaves_nothing(
     store: KVStore, notices: list[Event]
 ) -> None:
-    def fill_disk(path: Path) -> None:
-        path.write_bytes(b"partial state")
+    def fill_disk(fd: int) -> str:
+        os.write(fd, b"partial state")
         raise OSError(errno.ENOSPC, "No space left on device")
 
     assert store.save(KEY, PACK, fill_disk, label="x", expected_bytes=1000) is None
@@ -523,12 +509,13 @@ def test_a_failed_commit_leaves_nothing(
 @pytest.mark.parametrize(
     "writer",
     [
-        pytest.param(lambda path: None, id="wrote-nothing"),
-        pytest.param(lambda path: 1 / 0, id="engine-bug"),
+        pytest.param(lambda fd: "xxh3c-1:00", id="wrote-nothing"),
+        pytest.param(lambda fd: str(1 / 0), id="engine-bug"),
+        pytest.param(lambda fd: os.write(fd, b"short") and "xxh3c-1:00", id="wrote-too-little"),
     ],
 )
 def test_other_failed_saves_are_reported_and_leave_nothing(
-    store: KVStore, notices: list[Event], writer: Callable[[Path], None]
+    store: KVStore, notices: list[Event], writer: Writer
 ) -> None:
     assert store.save(KEY, PACK, writer, label="x", expected_bytes=1000) is None
     assert "failed" in messages(notices) and "partial files were removed" in messages(notices)
@@ -539,23 +526,24 @@ def test_a_state_that_llama_cpp_rejects_is_removed(store: KVStore, notices: list
     save(store, PACK)
     match = store.find(KEY, [*PACK, 1])
     assert match is not None
-
-    def reject(path: Path) -> int:
-        raise StateLoadError("llama_state_seq_load_file failed")
-
-    assert store.load(match, reject) == 0
-    assert "could not be loaded (llama_state_seq_load_file failed)" in messages(notices)
+    assert store.load(match, read_state) == 1000  # it verifies...
+    store.reject(match.entry, "llama.cpp refused it")  # ...but the engine cannot load it
+    assert "could not be loaded (llama.cpp refused it)" in messages(notices)
     assert store.find(KEY, PACK) is None
 
 
-def test_a_state_restoring_the_wrong_token_count_is_removed(
+def test_a_read_error_is_reported_and_the_state_removed(
     store: KVStore, notices: list[Event]
 ) -> None:
     save(store, PACK)
     match = store.find(KEY, [*PACK, 1])
     assert match is not None
-    assert store.load(match, lambda path: 999) == 0
-    assert "restored 999 tokens, not 1,000" in messages(notices)
+
+    def failing(fd: int, size: int) -> str:
+        raise OSError(errno.EIO, "Input/output error")
+
+    assert store.load(match, failing) == 0
+    assert "could not be read" in messages(notices) and "Input/output error" in messages(notices)
     assert store.find(KEY, PACK) is None
 
 
@@ -564,7 +552,7 @@ def test_other_reader_errors_propagate_and_keep_the_state(store: KVStore) -> Non
     match = store.find(KEY, [*PACK, 1])
     assert entry is not None and match is not None
 
-    def crash(path: Path) -> int:
+    def crash(fd: int, size: int) -> str:
         raise RuntimeError("engine bug")
 
     with pytest.raises(RuntimeError):
@@ -580,17 +568,9 @@ def test_the_store_is_private(store: KVStore) -> None:
     previous = os.umask(0o022)
     try:
         plain = save(store, PACK)
-
-        def replace_file(path: Path) -> None:  # a writer that renames its own file into place
-            other = path.with_name("elsewhere")
-            other.write_bytes(payload([1, 2, 3]))
-            os.chmod(other, 0o644)
-            os.replace(other, path)
-
-        replaced = store.save(KEY, [1, 2, 3], replace_file, label="x", expected_bytes=300)
     finally:
         os.umask(previous)
-    assert plain is not None and replaced is not None
+    assert plain is not None
     assert stat.S_IMODE(store.root.stat().st_mode) == 0o700
     for name in os.listdir(store.root):
         assert stat.S_IMODE((store.root / name).stat().st_mode) == 0o600, name
@@ -631,10 +611,10 @@ def _load_slowly(root: Path, tokens: list[int], started: Any, release: Any, out:
     store = KVStore(root, 10 << 20, min_free_bytes=0)
     match = store.find(KEY, tokens)
 
-    def reader(path: Path) -> int:
+    def reader(fd: int, size: int) -> str:
         started.set()
         release.wait(20)
-        return read_state(path)
+        return read_state(fd, size)
 
     out.put(store.load(match, reader) if match else -1)
 
@@ -679,12 +659,12 @@ def _load_until(root: Path, stop: Any, out: Any) -> None:
     store = KVStore(root, 50 << 20, seen.append, min_free_bytes=0, lock_timeout=20)
     loads, wrong = 0, 0
 
-    def reader(path: Path) -> int:
+    def reader(fd: int, size: int) -> str:
         nonlocal wrong
-        data = path.read_bytes()
+        data = os.pread(fd, size, 0)
         count = int.from_bytes(data[:8], "little")
         wrong += data != payload(BASE[:count])
-        return count
+        return read_state(fd, size)
 
     while not stop.is_set():
         match = store.find(KEY, BASE)
@@ -718,7 +698,8 @@ def test_one_process_saves_while_another_finds_and_loads(tmp_path: Path) -> None
 def _save_same(root: Path, barrier: Any, out: Any) -> None:
     store = KVStore(root, 10 << 20, min_free_bytes=0)
     barrier.wait(20)
-    entry = store.save(KEY, PACK, writer_for(PACK, 0.01), label="x", expected_bytes=70_000)
+    expected = len(payload(PACK))
+    entry = store.save(KEY, PACK, writer_for(PACK, 0.01), label="x", expected_bytes=expected)
     out.put(entry.id if entry else None)
 
 
