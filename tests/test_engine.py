@@ -200,7 +200,7 @@ def ask_in_new_process(repo: Path, home: Path, question: str) -> tuple[AnswerDon
     done = subprocess.run(
         [sys.executable, "-m", "repoctx", "ask", str(repo), question, "--json",
          "--max-tokens", str(MAX_TOKENS)],
-        cwd=ROOT, env={**os.environ, "REPOCTX_HOME": str(home), "REPOCTX_ENGINE": ""},
+        cwd=ROOT, env={**os.environ, "REPOCTX_HOME": str(home), "REPOCTX_ENGINE": "local"},
         capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -260,6 +260,7 @@ def first_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FirstRun]:
     events = Events()
     done = session.ask(QUESTION, events)
     (engine,) = engines
+    engine.flush(events)  # the state is written in the background once the answer is out
     yield FirstRun(repo, home, session, engine, prompt, events, done)
     session.close()
 
@@ -434,7 +435,9 @@ def test_the_same_prompt_again_reuses_the_live_context(
     engine = LlamaEngine.open(tiny_model, 4096, events, store=store_at(tmp_path, events))
     try:
         first = engine.answer(prompt, GREEDY, events, threading.Event())
+        engine.flush(events)
         assert len(store_at(tmp_path).entries()) == 1
+        assert len(engine.host.states()) == 1, "and a copy in host memory"
         events.events.clear()
         again = engine.answer(prompt, GREEDY, events, threading.Event())
     finally:

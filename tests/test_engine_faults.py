@@ -1,13 +1,14 @@
 """Faults around the engine's saved KV states, injected with a tiny synthetic model: each is
 reported once, answered by a fresh prefill with the same answer, never a crash, never an answer
-computed on a wrong state, never a partial file left behind. And stopping a prefill (cancel,
-Ctrl-C) keeps a checkpoint that the next answer resumes from."""
+computed on a wrong state (llama.cpp never sees bytes that did not verify), never a partial file
+left behind. And stopping a prefill (cancel, Ctrl-C) keeps a checkpoint that the next answer
+resumes from."""
 
 from __future__ import annotations
 
 # llama_cpp before anything that imports numpy: on CUDA builds the other order crashes at model
 # load. Keep this the first third-party import.
-import llama_cpp  # isort: skip
+import llama_cpp  # isort: skip  # noqa: F401
 
 import errno
 import fcntl
@@ -23,9 +24,10 @@ from typing import Any
 import pytest
 from repo_helpers import LLAMA3_VOCAB, Events
 
-from repoctx import kvfiles, kvfolder, synth
+from repoctx import kvfiles, kvfolder, kvio, synth
 from repoctx.engine.base import GenerationOptions
 from repoctx.engine.llama import SAVE_AFTER_TOKENS, LlamaEngine
+from repoctx.engine.native import NativeContext
 from repoctx.events import AnswerDone, CacheOutcome, Event, Progress, Token
 from repoctx.kvstore import Entry, KVStore
 from repoctx.modelfile import ModelInfo, read_model_info
@@ -55,7 +57,7 @@ def answer(
     try:
         done = engine.answer(prompt, GREEDY, events, threading.Event())
     finally:
-        engine.close()
+        engine.close(events)  # the background save ends here, its notices reported
     return done, events
 
 
@@ -100,10 +102,10 @@ def redigest(entry: Entry) -> None:
     fd = os.open(entry.data_path, os.O_RDONLY)
     try:
         size = os.fstat(fd).st_size
-        digest, sample = kvfiles.full_digest(fd), kvfiles.sample_digest(fd, size)
+        digest = kvio.file_digest(fd, size)
     finally:
         os.close(fd)
-    edit_sidecar(entry, size=size, xxh3_128=digest, sampled_xxh3_128=sample)
+    edit_sidecar(entry, size=size, digest=digest)
 
 
 def overwrite_middle(path: Path, length: int = 16 * 1024) -> None:
@@ -177,10 +179,9 @@ def incompatible_state(entry: Entry) -> None:
     """A state in another version of llama.cpp's format, with checksums that verify: llama.cpp
     refuses it (as it would a state of a llama.cpp whose format changed under the same key)."""
     with open(entry.data_path, "r+b") as handle:
-        handle.seek(4)  # after the magic: the sequence state format version
-        version = int.from_bytes(handle.read(4), "little")
-        handle.seek(4)
-        handle.write((version + 1).to_bytes(4, "little"))
+        magic = int.from_bytes(handle.read(4), "little")  # the sequence state's magic
+        handle.seek(0)
+        handle.write((magic + 1).to_bytes(4, "little"))
     redigest(entry)
 
 
@@ -239,24 +240,23 @@ def test_a_damaged_state_is_reported_once_and_answered_fresh(
     assert events.outcome().source == "disk" and done.text == reference.text
 
 
-def test_a_corrupt_state_that_llama_cpp_loaded_is_never_used(
+def test_llama_cpp_never_sees_a_state_that_does_not_verify(
     model: ModelInfo, root: Path, reference: AnswerDone, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Corruption that the quick sampled check before loading misses is caught by the full
-    checksum computed while llama.cpp loads: the engine must drop what it loaded."""
-    monkeypatch.setattr(kvfiles, "SAMPLE_BLOCK", 4096)
-    monkeypatch.setattr(kvfiles, "SAMPLE_COUNT", 2)  # samples: the first and last 4 KiB
-    entry = only_entry(root)
-    redigest(entry)
-    overwrite_middle(entry.data_path)
-    # control: trusting the sampled check alone, the corrupt state is restored, and it changes
-    # the answer (so the test below would notice an engine that kept it)
-    wrong, events = answer(model, root, verify="sampled")
-    assert events.outcome().source == "disk" and events.notices() == []
-    assert wrong.text != reference.text
+    """The state is read into memory and its digest checked before llama.cpp loads a byte of
+    it: a corrupt state is never handed to llama.cpp (which may crash on one, or load it)."""
+    loaded: list[int] = []
+    real = NativeContext.set_state
 
+    def set_state(self: NativeContext, seq: int, address: int, size: int) -> int:
+        loaded.append(size)
+        return real(self, seq, address, size)
+
+    monkeypatch.setattr(NativeContext, "set_state", set_state)
+    overwrite_middle(only_entry(root).data_path)
     done, events = answer(model, root)
     assert_fresh(done, events, reference, PROMPT)
+    assert loaded == [], "nothing was loaded"
     (notice,) = events.notices()
     assert "was corrupt" in notice.message
     assert_clean(root)
@@ -320,40 +320,30 @@ def test_a_deleted_cache_folder_is_a_fresh_prefill_and_is_recreated(
     assert only_entry(root).n_tokens == len(PROMPT) + done.generated_tokens
 
 
-RealSave = Callable[..., int]
+Writer = Callable[..., str]
 
 
-def failing_save(real: RealSave, action: Callable[[Path], None]) -> Callable[..., int]:
-    """llama_state_seq_save_file that writes the state, then calls ``action(path)``."""
+def failing_write(action: Callable[[int], None]) -> Writer:
+    """kvio.write_state that writes the state, then calls ``action(fd)``."""
+    real = kvio.write_state
 
-    def save(ctx: Any, path: bytes, seq: int, tokens: Any, count: int) -> int:
-        written = real(ctx, path, seq, tokens, count)
-        assert written > 0
-        action(Path(os.fsdecode(path)))
-        return written
+    def write(fd: int, view: memoryview, *args: Any, **kwargs: Any) -> str:
+        digest = real(fd, view, *args, **kwargs)
+        action(fd)
+        return digest
 
-    return save
-
-
-def disk_full_midway(path: Path) -> None:
-    os.truncate(path, path.stat().st_size // 2)
-    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    return write
 
 
-def llama_cpp_fails_midway(path: Path) -> None:
-    os.truncate(path, path.stat().st_size // 2)
-    raise _ReturnZero
+def disk_full_midway(fd: int) -> None:
+    os.ftruncate(fd, os.fstat(fd).st_size // 2)
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
-class _ReturnZero(Exception):
-    """llama.cpp reports a failed write by returning 0."""
-
-
-def test_a_full_disk_while_llama_cpp_saves_leaves_nothing(
+def test_a_full_disk_while_the_state_is_written_leaves_nothing(
     model: ModelInfo, tmp_path: Path, reference: AnswerDone, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    save = failing_save(llama_cpp.llama_state_seq_save_file, disk_full_midway)
-    monkeypatch.setattr(llama_cpp, "llama_state_seq_save_file", save)
+    monkeypatch.setattr(kvio, "write_state", failing_write(disk_full_midway))
     root = tmp_path / "kv"
     done, events = answer(model, root)
     assert_fresh(done, events, reference, PROMPT)
@@ -367,42 +357,13 @@ def test_a_full_disk_while_llama_cpp_saves_leaves_nothing(
     assert len(KVStore(root).entries()) == 1
 
 
-def test_a_failed_write_reported_by_llama_cpp_leaves_nothing(
-    model: ModelInfo, tmp_path: Path, reference: AnswerDone, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    real = llama_cpp.llama_state_seq_save_file
-
-    def save(ctx: Any, path: bytes, seq: int, tokens: Any, count: int) -> int:
-        try:
-            return failing_save(real, llama_cpp_fails_midway)(ctx, path, seq, tokens, count)
-        except _ReturnZero:
-            return 0
-
-    monkeypatch.setattr(llama_cpp, "llama_state_seq_save_file", save)
-    root = tmp_path / "kv"
-    done, events = answer(model, root)
-    assert_fresh(done, events, reference, PROMPT)
-    (notice,) = events.notices()
-    assert "could not write the state" in notice.message
-    assert KVStore(root).entries() == []
-    assert_clean(root)
-
-
-def test_a_state_file_written_short_is_not_kept(
+def test_a_state_file_left_short_is_not_kept(
     model: ModelInfo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """llama.cpp closes the state file without checking fclose, so a full disk at its last
-    buffered write leaves a short file behind a success. Kept, its checksum would verify and
-    llama.cpp would abort the process loading it (GGML_ASSERT(nread <= state_size) in
-    llama_context::state_seq_load_file): the size must be checked before it is kept."""
-
-    def save(ctx: Any, path: bytes, seq: int, tokens: Any, count: int) -> int:
-        written = int(real(ctx, path, seq, tokens, count))
-        os.truncate(path, written - 4096)
-        return written
-
-    real = llama_cpp.llama_state_seq_save_file
-    monkeypatch.setattr(llama_cpp, "llama_state_seq_save_file", save)
+    """Whatever shortens the file after the writes reported success (another process, a file
+    system that dropped a write), it is not kept: its digest would not verify on the next
+    read, and its size is checked before it is committed."""
+    monkeypatch.setattr(kvio, "write_state", failing_write(lambda fd: os.ftruncate(fd, 4096)))
     root = tmp_path / "kv"
     _, events = answer(model, root)
     assert KVStore(root).entries() == []
@@ -430,14 +391,9 @@ def test_a_full_disk_while_the_store_writes_the_token_list_leaves_nothing(
 def test_the_cache_folder_deleted_while_saving_is_reported(
     model: ModelInfo, tmp_path: Path, reference: AnswerDone, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = llama_cpp.llama_state_seq_save_file
     root = tmp_path / "kv"
-
-    def save(ctx: Any, path: bytes, seq: int, tokens: Any, count: int) -> int:
-        shutil.rmtree(root)  # e.g. `rm -rf ~/.cache/repoctx` in another terminal
-        return int(real(ctx, path, seq, tokens, count))
-
-    monkeypatch.setattr(llama_cpp, "llama_state_seq_save_file", save)
+    # e.g. `rm -rf ~/.cache/repoctx` in another terminal
+    monkeypatch.setattr(kvio, "write_state", failing_write(lambda fd: shutil.rmtree(root)))
     done, events = answer(model, root)
     assert_fresh(done, events, reference, PROMPT)
     (notice,) = events.notices()
@@ -500,25 +456,46 @@ def test_an_unreadable_state_is_reported_once_and_prefilled(
 
 
 def test_notices_of_an_answer_go_to_that_answers_sink(
-    model: ModelInfo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    model: ModelInfo, root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The engine opens its own store when none is passed (as Session's factory does); a server
     sends each answer's events to that request's sink, so a problem with the KV state found
     during the second answer must be reported to the second answer's sink."""
-    monkeypatch.setenv("REPOCTX_HOME", str(tmp_path / "home"))
+    home = tmp = root.parent / "home"
+    shutil.copytree(root, tmp / "cache" / "kv")
+    monkeypatch.setenv("REPOCTX_HOME", str(home))
     at_open, first, second = Events(), Events(), Events()
     engine = LlamaEngine.open(model, N_CTX, at_open)
     try:
-        engine.answer(PROMPT, GREEDY, first, threading.Event())
+        engine.answer(LONG_PROMPT, GREEDY, first, threading.Event())
         assert engine.store is not None
-        (entry,) = engine.store.entries()
+        (entry,) = [e for e in engine.store.entries() if e.n_tokens != len(LONG_PROMPT)]
         truncate(entry)
-        other = Prompt(PROMPT.ids[:2_500] + LONG_PROMPT.ids[:600], 2_000)
-        engine.answer(other, GREEDY, second, threading.Event())
+        engine.answer(PROMPT, GREEDY, second, threading.Event())
     finally:
         engine.close()
-    assert [n for n in at_open.notices() if "truncated" in n.message] == []
+    assert [n for n in at_open.notices() + first.notices() if "truncated" in n.message] == []
     assert ["truncated" in n.message for n in second.notices()] == [True]
+
+
+def test_a_failed_background_save_is_reported_to_the_next_request(
+    model: ModelInfo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nobody waits for a save: when one fails, the next request hears of it."""
+    monkeypatch.setattr(kvio, "write_state", failing_write(disk_full_midway))
+    first, second = Events(), Events()
+    engine = open_engine(model, tmp_path / "kv", first)
+    try:
+        engine.answer(PROMPT, GREEDY, first, threading.Event())
+        engine.housekeep()
+        assert engine.saver is not None
+        engine.saver.wait(lambda event: None)  # the save has ended (failed) by now...
+        assert first.notices() == []  # ...and its request is long answered
+        engine.answer(FOLLOW_UP, GREEDY, second, threading.Event())
+    finally:
+        engine.close()
+    (notice,) = second.notices()
+    assert "full" in notice.message
 
 
 # -- stopping a prefill -------------------------------------------------------------------------
@@ -552,6 +529,7 @@ def test_cancel_mid_prefill_keeps_a_checkpoint_that_the_next_answer_resumes(
         done = engine.answer(
             LONG_PROMPT, GREEDY, both(events, stop_at(STOP_AT, cancel.set)), cancel
         )
+        engine.flush(events)
         assert done.stop_reason == "cancelled" and done.text == ""
         assert events.of(Token) == [] and events.of(CacheOutcome) == []
         prefill = [e.done for e in events.of(Progress) if e.stage == "prefill"]
@@ -582,6 +560,7 @@ def test_a_short_cancelled_prefill_is_not_saved(model: ModelInfo, tmp_path: Path
         stopped = 512
         assert stopped < SAVE_AFTER_TOKENS
         done = engine.answer(LONG_PROMPT, GREEDY, stop_at(stopped, cancel.set), cancel)
+        engine.flush(Events())
         assert done.stop_reason == "cancelled"
         assert KVStore(root).entries() == []
         events = Events()

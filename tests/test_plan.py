@@ -51,7 +51,31 @@ def test_the_estimate_adds_weights_kv_cache_and_compute_buffers() -> None:
 
 def test_f16_when_it_fits() -> None:
     plan = make_plan(GRADIENT, 131_072, H100)
-    assert plan == Plan(131_072, "f16", True, -1, 2048, 2048, H100.device, need(131_072, "f16"))
+    slot = 131_072 * SHAPE_8B.kv_bytes_per_token(2, 2)
+    # 80 GiB: one slot takes ~22 GiB with the weights; half of what is left holds one more slot
+    expected = Plan(
+        131_072, "f16", True, -1, 2048, 2048, H100.device, need(131_072, "f16") + slot, 2,
+        int(0.25 * H100.host_bytes),
+    )  # fmt: skip
+    assert plan == expected
+
+
+@pytest.mark.parametrize(
+    ("n_ctx", "memory", "slots"),
+    [(MILLION, H200, 1), (131_072, H200, 4), (32_768, RTX, 4), (131_072, RTX, 1),
+     (32_768, BIG_CPU, 2)],
+    ids=["1m-h200", "128k-h200", "32k-24gb", "128k-24gb", "32k-cpu"],
+)  # fmt: skip
+def test_more_slots_where_memory_allows_them(n_ctx: int, memory: Memory, slots: int) -> None:
+    """Each slot is a sequence kept live with a whole context of its own; extra slots take at
+    most half of the memory the first one leaves, never more than 4 on a GPU, 2 on the CPU."""
+    plan = make_plan(GRADIENT, n_ctx, memory, kv_type="q8_0")
+    assert plan.slots == slots
+    assert plan.estimate_bytes <= 0.92 * memory.free_bytes
+    one = need(n_ctx, "q8_0", gpu=memory.gpu)
+    assert plan.estimate_bytes - one == (slots - 1) * int(
+        n_ctx * SHAPE_8B.kv_bytes_per_token(34 / 32, 34 / 32)
+    )
 
 
 @pytest.mark.parametrize(

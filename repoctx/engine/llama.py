@@ -1,59 +1,92 @@
-"""The engine: llama.cpp through llama-cpp-python, with the KV state kept on disk by content.
+"""The engine: llama.cpp through llama-cpp-python, with the KV state kept in three tiers.
 
-A prompt is evaluated from the longest prefix already known: the live context of this process,
-else the stored state (``repoctx.kvstore``) sharing the most leading tokens with it. Only what
-follows is evaluated; after a large prefill, the state is saved for the next process.
+- live: the context's slots (native.py, slots.py), one KV stream per sequence, so that several
+  conversations and repositories stay loaded and none changes another's answers;
+- host: states copied out of the context into host memory (hostcache.py; page-locked on a GPU,
+  so copies run at the bus's speed);
+- disk: the content-keyed store (kvstore.py), written in the background (saver.py).
+
+A prompt is evaluated from the longest prefix any tier holds (ties go to the faster tier), and
+only what follows is evaluated. Nothing waits for the disk: a state worth keeping is copied to
+host memory once the answer is given (``housekeep``) and written from there.
 """
 
 from __future__ import annotations
 
 import codecs
-import ctypes
 import os
 import threading
 import time
-from pathlib import Path
 
 import llama_cpp  # before anything imports numpy: on CUDA builds that order crashes
 
+from repoctx import kvio
 from repoctx.engine.base import GenerationOptions
+from repoctx.engine.hostcache import HostCache, HostState
+from repoctx.engine.hostmem import HostPool, pinned_buffer_type
+from repoctx.engine.image import BadImage, StateImage
+from repoctx.engine.native import ContextShape, NativeContext, NativeModel, NoRoom, Sampler
 from repoctx.engine.plan import Plan, detect_memory, make_plan
-from repoctx.errors import ModelError, StateLoadError
+from repoctx.engine.saver import Saver
+from repoctx.engine.slots import Slot, Slots
+from repoctx.errors import ModelError
 from repoctx.events import (
     AnswerDone,
     CacheOutcome,
     EventSink,
     ModelReady,
+    Notice,
     Progress,
     Token,
     ignore_events,
 )
-from repoctx.kvstore import KVStore, StateKey
+from repoctx.kvstore import KVStore, Match, StateKey
 from repoctx.modelfile import ModelInfo
-from repoctx.prompt import Prompt, common_prefix
-from repoctx.tokens import quiet_llama_cpp
+from repoctx.prompt import Prompt
 
-GGML_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2}
-SAVE_AFTER_TOKENS = 1024  # prefills shorter than this are cheaper to redo than to store
+SAVE_AFTER_TOKENS = 1024  # states with fewer new tokens are cheaper to evaluate again than to keep
 
 
 class LlamaEngine:
-    def __init__(self, model: ModelInfo, plan: Plan, llm: llama_cpp.Llama, store: KVStore | None):
+    def __init__(
+        self,
+        model: ModelInfo,
+        plan: Plan,
+        native: NativeModel,
+        store: KVStore | None,
+        choices: tuple[str | None, bool | None] = (None, None),
+    ) -> None:
         self.model = model
-        self.plan = plan
-        self.llm = llm
+        self._choices = choices  # the user's KV type and flash attention, for a new plan
+        self.native = native
         self.store = store
+        gpu = plan.device != "CPU"
+        self.pool = HostPool(plan.host_bytes, pinned_buffer_type() if gpu else None)
+        self.host = HostCache(self.pool)
+        self.saver = Saver(store, self.host) if store is not None else None
+        self._pending: list[Slot] = []
+        self._notices: list[Notice] = []
+        self._start(plan)
+
+    def _start(self, plan: Plan) -> None:
+        self.plan = plan
         self.key = StateKey(
-            model.fingerprint,
-            plan.kv_type,
-            plan.flash_attn,
+            self.model.fingerprint, plan.kv_type, plan.flash_attn,
             f"llama-cpp-python {llama_cpp.__version__}",
-        )
-        self._vocab = llama_cpp.llama_model_get_vocab(llm.model)
-        self._ready = ModelReady(
-            model.path.name, plan.n_ctx, plan.kv_type, plan.device, plan.flash_attn,
-            model.shape.n_layer if model.shape and plan.device != "CPU" else 0,
         )  # fmt: skip
+        shape = ContextShape(
+            plan.n_ctx, plan.n_batch, plan.n_ubatch, plan.slots, plan.kv_type, plan.flash_attn,
+            os.cpu_count() or 1,
+        )  # fmt: skip
+        try:
+            self.context = NativeContext(self.native, shape)
+        except OSError as error:
+            raise ModelError(_no_context(self.model, plan, error)) from error
+        self.slots = Slots(plan.slots)
+        layers = self.model.shape.n_layer if self.model.shape and plan.device != "CPU" else 0
+        self._ready = ModelReady(
+            self.model.path.name, plan.n_ctx, plan.kv_type, plan.device, plan.flash_attn, layers
+        )
 
     @classmethod
     def open(
@@ -68,22 +101,46 @@ class LlamaEngine:
         persist: bool = True,
     ) -> LlamaEngine:
         """Plan against free memory, load, and report ``ModelReady``. ``persist`` False: no
-        state is read from or written to disk (the live context is still reused)."""
-        quiet_llama_cpp(llama_cpp)
-        memory = detect_memory(bool(llama_cpp.llama_supports_gpu_offload()))
-        plan = make_plan(model, n_ctx, memory, kv_type, flash_attn)
-        on_event(Progress("load", 0, 1, "model"))
-        llm = _load(model, plan)
-        on_event(Progress("load", 1, 1, "model"))
+        state is read from or written to disk (the live and host tiers still work)."""
+        plan = make_plan(model, n_ctx, detect_memory(_gpu_offload()), kv_type, flash_attn)
+        size = max(1, model.path.stat().st_size)
+        on_event(Progress("load", 0, size, "bytes"))
+        try:
+            native = NativeModel(
+                model.path, plan.gpu_layers,
+                lambda fraction: on_event(Progress("load", int(fraction * size), size, "bytes")),
+            )  # fmt: skip
+        except OSError as error:
+            raise ModelError(_no_context(model, plan, error)) from error
         if persist and store is None:
             store = KVStore(on_event=on_event)
-        engine = cls(model, plan, llm, store if persist else None)
+        try:
+            engine = cls(model, plan, native, store if persist else None, (kv_type, flash_attn))
+        except BaseException:
+            native.close()
+            raise
         on_event(engine.ready)
         return engine
 
     @property
     def ready(self) -> ModelReady:
         return self._ready
+
+    def fit(self, n_ctx: int, on_event: EventSink) -> None:
+        """Make room for prompts of ``n_ctx`` tokens: a bigger context on the same loaded
+        model, with what the slots held kept in host memory (restored from there)."""
+        if n_ctx <= self.plan.n_ctx:
+            return
+        plan = make_plan(self.model, n_ctx, detect_memory(_gpu_offload()), *self._choices)
+        for slot in self.slots.holding():
+            self._give_up(slot, force=True)
+        self.housekeep()
+        self.context.close()
+        if (plan.kv_type, plan.flash_attn) != (self.plan.kv_type, self.plan.flash_attn):
+            self.flush(on_event)
+            self.host.close()  # states of another KV type cannot be loaded any more
+        self._start(plan)
+        on_event(self.ready)
 
     # -- answering ----------------------------------------------------------------------------
 
@@ -95,114 +152,197 @@ class LlamaEngine:
         cancel: threading.Event,
     ) -> AnswerDone:
         started = time.perf_counter()
-        outcome = self._evaluate(prompt.ids, on_event, cancel)
+        slot, outcome = self._evaluate(prompt.ids, on_event, cancel)
         if outcome is None:
             return AnswerDone("", "cancelled", len(prompt), 0, 0.0, time.perf_counter() - started)
-        done = self._generate(len(prompt), options, on_event, cancel, started)
-        if outcome.evaluated_tokens >= SAVE_AFTER_TOKENS:
-            self._save(on_event)
+        done = self._generate(slot, len(prompt), options, on_event, cancel, started)
+        self._mark(slot)
         return done
 
     def prefill(
         self, prompt: Prompt, on_event: EventSink, cancel: threading.Event
     ) -> CacheOutcome | None:
-        """Bring ``prompt`` into the context (restoring what can be restored) and save it
-        when that took a long prefill: the next question then starts at once."""
-        outcome = self._evaluate(prompt.ids, on_event, cancel)
-        if outcome is not None and outcome.evaluated_tokens >= SAVE_AFTER_TOKENS:
-            self._save(on_event)
+        """Bring ``prompt`` into a slot (restoring what can be restored) and keep it as a
+        checkpoint that conversations build on: the next question starts at once."""
+        slot, outcome = self._evaluate(prompt.ids, on_event, cancel)
+        if outcome is not None:
+            slot.checkpoint = True
+            self._mark(slot)
         return outcome
 
     def _evaluate(
         self, ids: list[int], on_event: EventSink, cancel: threading.Event
-    ) -> CacheOutcome | None:
-        """Restore, then evaluate the rest of ``ids``; None when cancelled (a checkpoint of
-        a long prefill is kept)."""
+    ) -> tuple[Slot, CacheOutcome | None]:
+        """Place ``ids`` in a slot, then evaluate what it lacks; no outcome when cancelled (the
+        slot keeps what was evaluated, to be saved as a checkpoint)."""
         if len(ids) + 1 >= self.plan.n_ctx:
             raise ModelError(
                 f"the prompt has {len(ids):,} tokens and the context {self.plan.n_ctx:,}; "
                 "start a new conversation or pass a smaller --budget"
             )
+        self._pass_notices(on_event)
         if self.store is not None:
-            self.store.on_event = on_event  # what the store finds concerns this answer
-        source, kept, restore_s = self._restore(ids, on_event)
-        evaluated = self._prefill(ids, kept, on_event, cancel)
+            self.store.on_event = on_event  # what the store finds concerns this request
+        slot, kept, source, seconds = self._place(ids, on_event)
+        evaluated = self._prefill(slot, ids, kept, on_event, cancel)
         if evaluated < len(ids) - kept:
-            return None
-        outcome = CacheOutcome(source, kept, evaluated, restore_s, len(ids))
+            return slot, None
+        outcome = CacheOutcome(source, kept, evaluated, seconds, len(ids))
         on_event(outcome)
-        return outcome
+        return slot, outcome
 
-    def _live_prefix(self, ids: list[int]) -> int:
-        live = self.llm.input_ids[: self.llm.n_tokens].tolist()
-        return common_prefix(live, ids)
-
-    def _restore(self, ids: list[int], on_event: EventSink) -> tuple[str, int, float]:
-        """Keep the live context's prefix, or restore a longer one from disk."""
-        live = min(self._live_prefix(ids), len(ids) - 1)
+    def _place(self, ids: list[int], on_event: EventSink) -> tuple[Slot, int, str, float]:
+        """The slot to evaluate ``ids`` in and how many of them it holds already: from the
+        tier with the longest prefix; of equal ones, the live, then host memory, then disk."""
+        limit = len(ids) - 1  # one token is always evaluated, for the logits
+        live, live_shared = self.slots.best(ids)
+        state, host_shared = self.host.best(ids)
         match = self.store.find(self.key, ids, max_tokens=self.plan.n_ctx) if self.store else None
-        if self.store is None or match is None or min(match.prefix, len(ids) - 1) <= live:
-            self._truncate(live)
-            return ("memory" if live else "none"), live, 0.0
+        disk_shared = match.prefix if match else 0
+        live_shared, host_shared = min(live_shared, limit), min(host_shared, limit)
         started = time.perf_counter()
-        on_event(Progress("restore", 0, match.entry.n_tokens, "tokens"))
-        self._truncate(0)
-        kept = self.store.load(match, self._read_state)
-        self._truncate(kept, ids)
-        on_event(Progress("restore", match.entry.n_tokens, match.entry.n_tokens, "tokens"))
-        return ("disk" if kept else "none"), kept, time.perf_counter() - started
+        if state is not None and host_shared > live_shared and host_shared >= disk_shared:
+            slot = self._vacant(besides=live)
+            if self._load_host(slot, state, host_shared):
+                return slot, host_shared, "host", time.perf_counter() - started
+        if match is not None and min(disk_shared, limit) > max(live_shared, host_shared):
+            slot = self._vacant(besides=live)
+            kept = self._load_disk(slot, match, on_event)
+            if kept:
+                return slot, kept, "disk", time.perf_counter() - started
+        live, live_shared = self.slots.best(ids)  # a failed load may have taken its slot
+        live_shared = min(live_shared, limit)
+        if live is not None and live_shared:
+            return self._from_live(live, live_shared), live_shared, "memory", 0.0
+        slot = self._vacant()
+        self._truncate(slot, 0)
+        return slot, 0, "none", 0.0
 
-    def _read_state(self, path: Path) -> int:
-        capacity = self.plan.n_ctx
-        tokens = (llama_cpp.llama_token * capacity)()
-        count = ctypes.c_size_t(0)
-        size = llama_cpp.llama_state_seq_load_file(
-            self.llm.ctx, os.fsencode(path), 0, tokens, capacity, ctypes.byref(count)
+    def _from_live(self, slot: Slot, shared: int) -> Slot:
+        """A slot holding the first ``shared`` tokens of ``slot``: ``slot`` itself when the
+        prompt continues it (or what it holds beyond is cheap to evaluate again), else a copy,
+        so that the other conversation keeps its cells."""
+        slot.touch()
+        lost = len(slot.tokens) - max(shared, slot.stored)
+        if shared == len(slot.tokens) or lost < SAVE_AFTER_TOKENS:
+            self._truncate(slot, shared)
+            return slot
+        target = self.slots.free()
+        if target is None:
+            victim = self.slots.least_recent(besides=slot)
+            if victim is None:
+                self._give_up(slot, force=True, drop=False)
+                self._truncate(slot, shared)
+                return slot
+            self._give_up(victim)
+            target = victim
+        self.context.copy(slot.seq, target.seq)
+        target.tokens, target.stored, target.label = list(slot.tokens), slot.stored, slot.label
+        target.checkpoint = False
+        target.touch()
+        self._truncate(target, shared)
+        return target
+
+    def _vacant(self, besides: Slot | None = None) -> Slot:
+        """An empty slot, giving up the least recently used one (never ``besides``) if none
+        is free."""
+        slot = self.slots.free()
+        if slot is None:
+            slot = self.slots.least_recent(besides=besides) or self.slots.least_recent()
+            assert slot is not None
+            self._give_up(slot)
+        slot.touch()
+        return slot
+
+    def _give_up(self, slot: Slot, force: bool = False, drop: bool = True) -> None:
+        """Copy ``slot``'s state to host memory when it holds enough that no other tier has
+        (``force``: whenever it holds anything new), then (``drop``) empty it."""
+        covered = max(slot.stored, self.host.covering(slot.tokens))
+        if slot.tokens and len(slot.tokens) - covered >= (1 if force else SAVE_AFTER_TOKENS):
+            self._snapshot(slot)
+        if slot in self._pending:
+            self._pending.remove(slot)
+        if drop:
+            self._truncate(slot, 0)
+            slot.checkpoint = False
+
+    def _load_host(self, slot: Slot, state: HostState, keep: int) -> bool:
+        self._truncate(slot, 0)
+        if not state.image.load_into(self.context, slot.seq):
+            self.context.remove(slot.seq)
+            return False
+        self.host.touch(state)
+        slot.tokens, slot.stored, slot.label = list(state.tokens), len(state.tokens), state.label
+        slot.checkpoint = state.checkpoint
+        self._truncate(slot, keep)
+        return True
+
+    def _load_disk(self, slot: Slot, match: Match, on_event: EventSink) -> int:
+        """Read the matched state into host memory (verifying it as it is read), load it into
+        ``slot`` and keep it in the host tier; the tokens ``slot`` may keep, 0 on failure."""
+        assert self.store is not None
+        entry = match.entry
+        self._truncate(slot, 0)
+        try:
+            image = StateImage.empty(entry.size, self.pool)
+        except MemoryError:
+            return 0
+        progress = _Moved(on_event, "restore", entry.size)
+        kept = self.store.load(
+            match, lambda fd, size: kvio.read_state(fd, image.view, on_chunk=progress)
         )
-        if size == 0:
-            raise StateLoadError("llama.cpp rejected the state file")
-        return int(count.value)
+        tokens = self.store.tokens(entry) if kept else None
+        if tokens is None or not image.load_into(self.context, slot.seq):
+            if tokens is not None:
+                self.store.reject(entry, "llama.cpp refused it")
+            self.context.remove(slot.seq)
+            image.release(self.pool)
+            return 0
+        state = self.host.add(HostState(tokens, image, entry.label, entry.checkpoint, True))
+        slot.tokens, slot.stored, slot.label = list(state.tokens), len(tokens), entry.label
+        slot.checkpoint = entry.checkpoint
+        self._truncate(slot, kept)
+        return kept
 
-    def _truncate(self, keep: int, ids: list[int] | None = None) -> None:
-        """Drop every position from ``keep`` on; ``ids`` are the tokens the kept cells hold."""
-        memory = llama_cpp.llama_get_memory(self.llm.ctx)
-        if keep == 0:
-            llama_cpp.llama_memory_clear(memory, True)
-        else:
-            llama_cpp.llama_memory_seq_rm(memory, -1, keep, -1)
-        if ids is not None and keep:
-            self.llm.input_ids[:keep] = ids[:keep]
-        self.llm.n_tokens = keep
+    def _truncate(self, slot: Slot, keep: int) -> None:
+        """Drop positions ``keep``.. of ``slot``."""
+        if keep < len(slot.tokens) or keep == 0:
+            self.context.remove(slot.seq, keep)
+        slot.keep(keep)
 
     def _prefill(
-        self, ids: list[int], start: int, on_event: EventSink, cancel: threading.Event
+        self, slot: Slot, ids: list[int], start: int, on_event: EventSink, cancel: threading.Event
     ) -> int:
-        """Evaluate ``ids[start:]`` in batches with progress; on cancel or Ctrl-C, save what
-        was evaluated so that the next run resumes there. Returns the tokens evaluated."""
+        """Evaluate ``ids[start:]`` into ``slot`` in batches with progress; stopped (cancel,
+        Ctrl-C), the slot keeps what was evaluated and is saved as a checkpoint. Returns the
+        tokens evaluated."""
         total = len(ids) - start
         position = start
         on_event(Progress("prefill", 0, total, "tokens"))
         try:
-            while position < len(ids):
-                if cancel.is_set():
-                    self._checkpoint(position - start, on_event)
-                    return position - start
+            while position < len(ids) and not cancel.is_set():
                 end = min(len(ids), position + self.plan.n_batch)
-                self.llm.eval(ids[position:end])
+                self._decode(slot, ids[position:end], logits=end == len(ids))
                 position = end
                 on_event(Progress("prefill", position - start, total, "tokens"))
-        except KeyboardInterrupt:
-            self._checkpoint(self.llm.n_tokens - start, on_event)
-            raise
-        return total
+        finally:
+            if position < len(ids):
+                self._mark(slot)
+        return position - start
 
-    def _checkpoint(self, evaluated: int, on_event: EventSink) -> None:
-        if evaluated >= SAVE_AFTER_TOKENS:
-            self._truncate(self.llm.n_tokens)
-            self._save(on_event)
+    def _decode(self, slot: Slot, ids: list[int], logits: bool) -> None:
+        try:
+            self.context.decode(ids, slot.seq, len(slot.tokens), logits)
+        except NoRoom as error:
+            raise ModelError(
+                f"the context of {self.plan.n_ctx:,} tokens is full; start a new conversation "
+                "or pass a smaller --budget"
+            ) from error
+        slot.tokens.extend(ids)
 
     def _generate(
         self,
+        slot: Slot,
         prompt_tokens: int,
         options: GenerationOptions,
         on_event: EventSink,
@@ -210,91 +350,122 @@ class LlamaEngine:
         started: float,
     ) -> AnswerDone:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        sampler = Sampler(options.temperature, options.seed)
         pieces: list[str] = []
         first = 0.0
         reason = "length"
-        for _ in range(options.max_tokens):
-            if cancel.is_set():
-                reason = "cancelled"
-                break
-            if self.llm.n_tokens + 1 >= self.plan.n_ctx:
-                break
-            token = self.llm.sample(temp=options.temperature, repeat_penalty=1.0)
-            if llama_cpp.llama_vocab_is_eog(self._vocab, token):
-                reason = "end"
-                break
-            text = decoder.decode(self._piece(token))
-            if text:
-                first = first or time.perf_counter() - started
-                pieces.append(text)
-                on_event(Token(text))
-            self.llm.eval([token])
+        try:
+            for _ in range(options.max_tokens):
+                if cancel.is_set():
+                    reason = "cancelled"
+                    break
+                if len(slot.tokens) + 1 >= self.plan.n_ctx:
+                    break
+                token = sampler.sample(self.context)
+                if self.native.is_end(token):
+                    reason = "end"
+                    break
+                text = decoder.decode(self.native.piece(token))
+                if text:
+                    first = first or time.perf_counter() - started
+                    pieces.append(text)
+                    on_event(Token(text))
+                self._decode(slot, [token], logits=True)
+        finally:
+            sampler.close()
         tail = decoder.decode(b"", final=True)
         if tail:
             pieces.append(tail)
             on_event(Token(tail))
-        generated = self.llm.n_tokens - prompt_tokens
-        answer = "".join(pieces)
-        return AnswerDone(
-            answer, reason, prompt_tokens, generated, first, time.perf_counter() - started
-        )
+        generated = len(slot.tokens) - prompt_tokens
+        total = time.perf_counter() - started
+        return AnswerDone("".join(pieces), reason, prompt_tokens, generated, first, total)
 
-    def _piece(self, token: int) -> bytes:
-        """The bytes of one generated token (llama-cpp-python's helper pads them to 32)."""
-        size = 64
-        while True:
-            buffer = ctypes.create_string_buffer(size)
-            length = llama_cpp.llama_token_to_piece(self._vocab, token, buffer, size, 0, False)
-            if length >= 0:
-                return buffer.raw[:length]
-            size = -length
+    # -- keeping states -----------------------------------------------------------------------
 
-    def _save(self, on_event: EventSink) -> None:
-        if self.store is None or self.llm.n_tokens == 0:
+    def _mark(self, slot: Slot) -> None:
+        """Save ``slot`` once the request is over, if it holds enough new tokens."""
+        slot.label = f"{self.model.path.name}: {len(slot.tokens):,} tokens"
+        worth = self.saver is not None and slot.unsaved() >= SAVE_AFTER_TOKENS
+        if worth and slot not in self._pending:
+            self._pending.append(slot)
+
+    def _snapshot(self, slot: Slot) -> None:
+        """Copy ``slot``'s state into the host tier and, with a store, queue it for the disk."""
+        try:
+            image = StateImage.capture(self.context, slot.seq, self.pool)
+        except (MemoryError, BadImage) as error:
+            self.host.trim()
+            self._notices.append(Notice(f"the KV state could not be kept in memory ({error})"))
             return
-        tokens = self.llm.input_ids[: self.llm.n_tokens].tolist()
-        expected = int(llama_cpp.llama_state_seq_get_size(self.llm.ctx, 0))
-        array = (llama_cpp.llama_token * len(tokens))(*tokens)
+        label = f"{self.model.path.name}: {len(slot.tokens):,} tokens"
+        fresh = HostState(list(slot.tokens), image, label, slot.checkpoint, self.saver is None)
+        state = self.host.add(fresh)
+        slot.stored = len(slot.tokens)
+        if self.saver is not None and state is fresh:
+            self.saver.submit(state, self.key)
 
-        def write(path: Path) -> None:
-            written = llama_cpp.llama_state_seq_save_file(
-                self.llm.ctx, os.fsencode(path), 0, array, len(tokens)
-            )
-            if written == 0:
-                raise OSError(f"llama.cpp could not write the state to {path}")
-            size = os.stat(path).st_size
-            if size != written:  # llama.cpp does not check the fclose that flushes its last write
-                raise OSError(f"llama.cpp wrote {size:,} of {written:,} bytes of the state")
+    def housekeep(self) -> None:
+        """Copy the states of the requests just answered to host memory and queue them for the
+        disk; drop host states beyond the cap."""
+        pending, self._pending = self._pending, []
+        for slot in pending:
+            if slot.tokens and slot.unsaved() >= SAVE_AFTER_TOKENS:
+                self._snapshot(slot)
+        self.host.trim()
 
-        on_event(Progress("save", 0, expected, "bytes"))
-        label = f"{self.model.path.name}: {len(tokens):,} tokens"
-        self.store.save(self.key, tokens, write, label=label, expected_bytes=expected)
-        on_event(Progress("save", expected, expected, "bytes"))
+    def flush(self, on_event: EventSink) -> None:
+        self.housekeep()
+        if self.saver is not None:
+            self.saver.wait(on_event)
+        self._pass_notices(on_event)
 
-    def close(self) -> None:
-        self.llm.close()
+    def _pass_notices(self, on_event: EventSink) -> None:
+        notices = self._notices + (self.saver.take_notices() if self.saver else [])
+        self._notices = []
+        for notice in notices:
+            on_event(notice)
+
+    def close(self, on_event: EventSink = ignore_events) -> None:
+        """Finish the saves (an interrupt drops the one in progress, cleanly), then free
+        everything."""
+        try:
+            self.flush(on_event)
+        except KeyboardInterrupt:
+            if self.saver is not None:
+                self.saver.abort()
+            raise
+        finally:
+            if self.saver is not None:
+                self.saver.close(ignore_events)
+            self.host.close()
+            self.pool.close()
+            self.context.close()
+            self.native.close()
 
 
-def _load(model: ModelInfo, plan: Plan) -> llama_cpp.Llama:
-    threads = os.cpu_count() or 1
-    try:
-        return llama_cpp.Llama(
-            model_path=str(model.path),
-            n_ctx=plan.n_ctx,
-            n_batch=plan.n_batch,
-            n_ubatch=plan.n_ubatch,
-            n_gpu_layers=plan.gpu_layers,
-            flash_attn=plan.flash_attn,
-            type_k=GGML_TYPES[plan.kv_type],
-            type_v=GGML_TYPES[plan.kv_type],
-            n_threads=threads,
-            n_threads_batch=threads,
-            logits_all=False,
-            verbose=False,
-        )
-    except (ValueError, RuntimeError) as error:
-        raise ModelError(
-            f"llama.cpp could not load {model.path.name} with a {plan.n_ctx:,}-token "
-            f"{plan.kv_type} context on the {plan.device} ({error}); pass a smaller --budget, "
-            "--kv-type q4_0, or free memory"
-        ) from error
+class _Moved:
+    """Progress of bytes moved by kvio's threads, reported one at a time."""
+
+    def __init__(self, on_event: EventSink, stage: str, total: int) -> None:
+        self.on_event, self.stage, self.total = on_event, stage, total
+        self.done = 0
+        self._lock = threading.Lock()
+        on_event(Progress(stage, 0, total, "bytes"))
+
+    def __call__(self, count: int) -> None:
+        with self._lock:
+            self.done += count
+            self.on_event(Progress(self.stage, self.done, self.total, "bytes"))
+
+
+def _gpu_offload() -> bool:
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
+def _no_context(model: ModelInfo, plan: Plan, error: Exception) -> str:
+    return (
+        f"llama.cpp could not load {model.path.name} with {plan.slots} x {plan.n_ctx:,}-token "
+        f"{plan.kv_type} contexts on the {plan.device} ({error}); pass a smaller --budget, "
+        "--kv-type q4_0, or free memory"
+    )

@@ -18,6 +18,9 @@ KV_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
 KV_ORDER = ("f16", "q8_0", "q4_0")
 _HEADROOM = 0.92  # of free memory: drivers, fragmentation, other processes
 _MIB = 1024 * 1024
+MAX_SLOTS = {True: 4, False: 2}  # live sequences at once, on a GPU and on the CPU
+_SPARE_FOR_SLOTS = 0.5  # of the memory left after the first slot, what more slots may take
+HOST_SHARE = {True: 0.25, False: 0.1}  # of the RAM, for KV states kept in host memory
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,7 @@ class Memory:
     device: str  # "GPU (NVIDIA H100 80GB HBM3)" or "CPU"
     free_bytes: int
     gpu: bool
+    host_bytes: int = 8 << 30  # the machine's RAM
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,8 @@ class Plan:
     n_ubatch: int
     device: str
     estimate_bytes: int
+    slots: int = 1  # sequences live at once, each with n_ctx cells of its own
+    host_bytes: int = 1 << 30  # host memory for KV states between the context and the disk
 
 
 def estimate_bytes(shape: ModelShape, vocab: int, n_ctx: int, kv_type: str, n_ubatch: int) -> int:
@@ -74,7 +80,12 @@ def make_plan(
             flash = True if flash_attn is None else flash_attn
             if choice != "f16" and not flash:
                 raise ModelError("a quantized KV cache needs flash attention; drop --no-flash-attn")
-            return Plan(n_ctx, choice, flash, -1, n_ubatch, n_ubatch, memory.device, need)
+            slot = int(shape.kv_bytes_per_token(KV_BYTES[choice], KV_BYTES[choice]) * n_ctx)
+            slots = min(MAX_SLOTS[memory.gpu], 1 + int(_SPARE_FOR_SLOTS * (budget - need)) // slot)
+            return Plan(
+                n_ctx, choice, flash, -1, n_ubatch, n_ubatch, memory.device,
+                need + (slots - 1) * slot, slots, int(HOST_SHARE[memory.gpu] * memory.host_bytes),
+            )  # fmt: skip
     raise ModelError(_no_fit_message(model, shape, n_ctx, memory, budget, choices[-1], n_ubatch))
 
 
@@ -112,8 +123,8 @@ def detect_memory(gpu_offload: bool) -> Memory:
         found = _nvml_free() or _nvidia_smi_free()
         if found is not None:
             name, free = found
-            return Memory(f"GPU ({name})", free, True)
-    return Memory("CPU", _available_ram(), False)
+            return Memory(f"GPU ({name})", free, True, _ram("MemTotal"))
+    return Memory("CPU", _ram("MemAvailable"), False, _ram("MemTotal"))
 
 
 def _nvml_free() -> tuple[str, int] | None:
@@ -154,11 +165,11 @@ def _nvidia_smi_free() -> tuple[str, int] | None:
         return None
 
 
-def _available_ram() -> int:
+def _ram(field: str) -> int:
     try:
         with open("/proc/meminfo", encoding="ascii") as meminfo:
             for line in meminfo:
-                if line.startswith("MemAvailable:"):
+                if line.startswith(f"{field}:"):
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError):
         pass

@@ -1,0 +1,143 @@
+"""Host memory for KV states. With a GPU, buffers come from the GPU backend's own host
+allocator (page-locked, CUDA's cudaMallocHost): copies between them and the device run at the
+bus's speed, where ordinary memory is staged through a bounce buffer at a fraction of it. Without
+one, they are anonymous memory maps. Page-locking is slow (about a second per 10 GB), so the
+resident engine keeps freed buffers in a pool and hands them out again.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import threading
+from dataclasses import dataclass, field
+
+import llama_cpp  # noqa: F401 - before numpy; loads the ggml libraries used below
+import llama_cpp._ggml as ggml_bindings
+
+_GPU_DEVICE = 1  # GGML_BACKEND_DEVICE_TYPE_GPU
+_ALIGN = 1 << 21
+
+
+def _ggml() -> ctypes.CDLL:
+    lib: ctypes.CDLL = ggml_bindings.libggml
+    lib.ggml_backend_dev_count.restype = ctypes.c_size_t
+    lib.ggml_backend_dev_get.restype = ctypes.c_void_p
+    lib.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
+    lib.ggml_backend_dev_type.restype = ctypes.c_int
+    lib.ggml_backend_dev_type.argtypes = [ctypes.c_void_p]
+    lib.ggml_backend_dev_host_buffer_type.restype = ctypes.c_void_p
+    lib.ggml_backend_dev_host_buffer_type.argtypes = [ctypes.c_void_p]
+    lib.ggml_backend_buft_alloc_buffer.restype = ctypes.c_void_p
+    lib.ggml_backend_buft_alloc_buffer.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    lib.ggml_backend_buffer_get_base.restype = ctypes.c_void_p
+    lib.ggml_backend_buffer_get_base.argtypes = [ctypes.c_void_p]
+    lib.ggml_backend_buffer_free.restype = None
+    lib.ggml_backend_buffer_free.argtypes = [ctypes.c_void_p]
+    return lib
+
+
+def pinned_buffer_type() -> int | None:
+    """The host buffer type of the first GPU device, if the backend has one."""
+    lib = _ggml()
+    for index in range(int(lib.ggml_backend_dev_count())):
+        device = lib.ggml_backend_dev_get(index)
+        if device and lib.ggml_backend_dev_type(device) == _GPU_DEVICE:
+            buffer_type = lib.ggml_backend_dev_host_buffer_type(device)
+            return int(buffer_type) if buffer_type else None
+    return None
+
+
+@dataclass(eq=False)
+class HostBuffer:
+    """``size`` bytes at ``address``; ``view`` is a writable memoryview of them."""
+
+    address: int
+    size: int
+    pinned: bool
+    _release: object = field(repr=False)
+    view: memoryview = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        array = (ctypes.c_ubyte * self.size).from_address(self.address)
+        self.view = memoryview(array).cast("B")
+
+    def free(self) -> None:
+        release, self._release = self._release, None
+        self.view.release()
+        if isinstance(release, mmap.mmap):
+            release.close()
+        elif release is not None:
+            _ggml().ggml_backend_buffer_free(release)
+
+
+def allocate(size: int, buffer_type: int | None) -> HostBuffer:
+    """A buffer of at least ``size`` bytes: page-locked from ``buffer_type`` when given (falls
+    back to ordinary memory when the driver refuses), else an anonymous map. MemoryError when
+    the system has no memory left."""
+    size = max(_ALIGN, -(-size // _ALIGN) * _ALIGN)
+    if buffer_type is not None:
+        lib = _ggml()
+        handle = lib.ggml_backend_buft_alloc_buffer(buffer_type, size)
+        if handle:
+            base = int(lib.ggml_backend_buffer_get_base(handle))
+            return HostBuffer(base, size, True, handle)
+    try:
+        memory = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    except OSError as error:
+        raise MemoryError(f"cannot map {size:,} bytes for a KV state") from error
+    anchor = ctypes.c_char.from_buffer(memory)
+    base = ctypes.addressof(anchor)
+    del anchor  # an export left alive would keep the map from closing
+    return HostBuffer(base, size, False, memory)
+
+
+class HostPool:
+    """Buffers handed out and taken back; freed buffers are kept for reuse up to ``cap_bytes``
+    of memory in all (lent and kept), so page-locking is paid once per size."""
+
+    def __init__(self, cap_bytes: int, buffer_type: int | None) -> None:
+        self.cap_bytes = cap_bytes
+        self.buffer_type = buffer_type
+        self._kept: list[HostBuffer] = []
+        self._lent = 0
+        self._lock = threading.Lock()
+
+    @property
+    def held_bytes(self) -> int:
+        with self._lock:
+            return self._held()
+
+    def _held(self) -> int:
+        return self._lent + sum(buffer.size for buffer in self._kept)
+
+    def take(self, size: int) -> HostBuffer:
+        """The smallest kept buffer that holds ``size`` bytes, else a new one (freeing kept
+        ones first to stay under the cap)."""
+        with self._lock:
+            fitting = [buffer for buffer in self._kept if buffer.size >= size]
+            if fitting and min(b.size for b in fitting) <= 2 * size + _ALIGN:
+                chosen = min(fitting, key=lambda buffer: buffer.size)
+                self._kept.remove(chosen)
+                self._lent += chosen.size
+                return chosen
+            while self._kept and self._held() + size > self.cap_bytes:
+                self._kept.pop(0).free()
+        buffer = allocate(size, self.buffer_type)
+        with self._lock:
+            self._lent += buffer.size
+        return buffer
+
+    def give_back(self, buffer: HostBuffer) -> None:
+        with self._lock:
+            self._lent -= buffer.size
+            if self._held() + buffer.size <= self.cap_bytes:
+                self._kept.append(buffer)
+                return
+        buffer.free()
+
+    def close(self) -> None:
+        with self._lock:
+            kept, self._kept = self._kept, []
+        for buffer in kept:
+            buffer.free()
