@@ -82,8 +82,9 @@ def allocate(size: int, buffer_type: int | None) -> HostBuffer:
         if handle:
             base = int(lib.ggml_backend_buffer_get_base(handle))
             return HostBuffer(base, size, True, handle)
-    try:
-        memory = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)
+    try:  # populated: faulting its pages in one by one while a state is read costs more
+        memory = mmap.mmap(-1, size, flags=flags)
     except OSError as error:
         raise MemoryError(f"cannot map {size:,} bytes for a KV state") from error
     anchor = ctypes.c_char.from_buffer(memory)

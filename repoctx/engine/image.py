@@ -15,6 +15,7 @@ import struct
 from dataclasses import dataclass
 
 from repoctx.engine.hostmem import HostBuffer, HostPool
+from repoctx.kvio import BLOCK
 from repoctx.engine.native import NativeContext
 
 HEADER = struct.Struct("<IiI")  # magic, sequence id, stream count
@@ -42,12 +43,15 @@ class StateImage:
     def capture(cls, context: NativeContext, seq: int, pool: HostPool) -> StateImage:
         """Copy ``seq``'s state out of the context into a buffer of the pool."""
         size = context.state_size(seq)
-        buffer = pool.take(size + COUNT * MAX_STREAMS)
+        # the sequence's stream is its number: its data start after ``seq`` empty counts, and
+        # the image there should sit on a block boundary, for direct disk writes (kvio.py)
+        pad = -COUNT * seq % BLOCK
+        buffer = pool.take(pad + size + COUNT * MAX_STREAMS)
         try:
-            written = context.get_state(seq, buffer.address, size)
+            written = context.get_state(seq, buffer.address + pad, size)
             if written != size:
                 raise BadImage(f"llama.cpp wrote {written:,} of {size:,} bytes of the state")
-            return cls._one_stream(buffer, size)
+            return cls._one_stream(buffer, pad, size)
         except BaseException:
             pool.give_back(buffer)
             raise
@@ -58,8 +62,9 @@ class StateImage:
         return cls(pool.take(length + COUNT * MAX_STREAMS), 0, length)
 
     @classmethod
-    def _one_stream(cls, buffer: HostBuffer, size: int) -> StateImage:
-        view = buffer.view
+    def _one_stream(cls, buffer: HostBuffer, start: int, size: int) -> StateImage:
+        """The state of ``size`` bytes at ``start``, rewritten in place to one stream."""
+        view = buffer.view[start : start + size]
         magic, seq, streams = HEADER.unpack_from(view, 0)
         if not 1 <= streams <= MAX_STREAMS:
             raise BadImage(f"a state with {streams} KV streams")
@@ -71,7 +76,8 @@ class StateImage:
             raise BadImage("a state whose sequence is not in exactly one stream")
         offset = COUNT * before
         HEADER.pack_into(view, offset, magic, seq, 1)
-        return cls(buffer, offset, size - COUNT * (streams - 1))
+        view.release()
+        return cls(buffer, start + offset, size - COUNT * (streams - 1))
 
     def load_into(self, context: NativeContext, seq: int) -> bool:
         """Load into ``seq`` of ``context``; False when llama.cpp rejects the state (then the

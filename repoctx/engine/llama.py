@@ -198,14 +198,14 @@ class LlamaEngine:
         live, live_shared = self.slots.best(ids)
         state, host_shared = self.host.best(ids)
         match = self.store.find(self.key, ids, max_tokens=self.plan.n_ctx) if self.store else None
-        disk_shared = match.prefix if match else 0
         live_shared, host_shared = min(live_shared, limit), min(host_shared, limit)
+        disk_shared = min(match.prefix, limit) if match else 0
         started = time.perf_counter()
         if state is not None and host_shared > live_shared and host_shared >= disk_shared:
             slot = self._vacant(besides=live)
             if self._load_host(slot, state, host_shared):
                 return slot, host_shared, "host", time.perf_counter() - started
-        if match is not None and min(disk_shared, limit) > max(live_shared, host_shared):
+        if match is not None and disk_shared > max(live_shared, host_shared):
             slot = self._vacant(besides=live)
             kept = self._load_disk(slot, match, on_event)
             if kept:
@@ -220,14 +220,15 @@ class LlamaEngine:
 
     def _from_live(self, slot: Slot, shared: int) -> Slot:
         """A slot holding the first ``shared`` tokens of ``slot``: ``slot`` itself when the
-        prompt continues it (or what it holds beyond is cheap to evaluate again), else a copy,
-        so that the other conversation keeps its cells."""
+        prompt continues it, else a copy in a free slot, so that the other conversation keeps
+        its cells. With no slot free, ``slot`` itself when what it holds beyond is cheap to
+        evaluate again, else a copy in the least recently used slot."""
         slot.touch()
         lost = len(slot.tokens) - max(shared, slot.stored)
-        if shared == len(slot.tokens) or lost < SAVE_AFTER_TOKENS:
+        target = self.slots.free() if shared < len(slot.tokens) else None
+        if target is None and (shared == len(slot.tokens) or lost < SAVE_AFTER_TOKENS):
             self._truncate(slot, shared)
             return slot
-        target = self.slots.free()
         if target is None:
             victim = self.slots.least_recent(besides=slot)
             if victim is None:

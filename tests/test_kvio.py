@@ -1,0 +1,128 @@
+"""Moving states between memory and files (kvio) and the host memory they live in (hostmem):
+parallel chunked reads and writes whose digest does not depend on how the work was split, and
+failures that say where they happened."""
+
+from __future__ import annotations
+
+import llama_cpp  # isort: skip  # noqa: F401 - before numpy, as the engine does
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+from repoctx import kvio
+from repoctx.engine.hostmem import HostPool, allocate
+
+CHUNK = 1 << 16
+
+
+def data(size: int, seed: int = 0) -> bytes:
+    return (bytes(range(256)) * (size // 256 + 2))[seed : seed + size]
+
+
+@pytest.mark.parametrize("size", [1, CHUNK - 1, CHUNK, 5 * CHUNK + 123])
+def test_what_is_written_reads_back_with_the_same_digest(tmp_path: Path, size: int) -> None:
+    payload = data(size, 7)
+    path = tmp_path / "state"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        written = kvio.write_state(fd, memoryview(payload), CHUNK)
+        assert path.read_bytes() == payload
+        target = bytearray(size)
+        assert kvio.read_state(fd, memoryview(target), CHUNK) == written
+        assert bytes(target) == payload
+        assert kvio.file_digest(fd, size, CHUNK) == written
+    finally:
+        os.close(fd)
+    assert kvio.digest(memoryview(payload), CHUNK) == written
+    assert written.startswith(f"xxh3c-{CHUNK}:")
+
+
+@pytest.mark.parametrize("cached", [True, False], ids=["page-cache", "disk"])
+def test_aligned_memory_moves_directly_and_reads_back(tmp_path: Path, cached: bool) -> None:
+    """Host buffers are page-aligned: their bulk goes through O_DIRECT (where the file system
+    has it), the tail through the page cache; either way the bytes and digests agree."""
+    size = 3 * CHUNK + 1234
+    source, target = allocate(size, None), allocate(size, None)
+    try:
+        source.view[:size] = data(size, 3)
+        path = tmp_path / "state"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            written = kvio.write_state(fd, source.view[:size], CHUNK)
+            os.fsync(fd)
+            if not cached:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            assert kvio.read_state(fd, target.view[:size], CHUNK) == written
+        finally:
+            os.close(fd)
+        assert path.read_bytes() == data(size, 3)
+        assert bytes(target.view[:size]) == data(size, 3)
+    finally:
+        source.free()
+        target.free()
+
+
+def test_the_digest_sees_every_byte_and_the_chunking() -> None:
+    payload = bytearray(data(3 * CHUNK))
+    reference = kvio.digest(memoryview(payload), CHUNK)
+    payload[2 * CHUNK + 5] ^= 1
+    assert kvio.digest(memoryview(payload), CHUNK) != reference
+    assert kvio.digest(memoryview(payload), CHUNK * 2) != kvio.digest(memoryview(payload), CHUNK)
+
+
+def test_a_short_file_is_an_error_that_says_where(tmp_path: Path) -> None:
+    path = tmp_path / "state"
+    path.write_bytes(data(CHUNK + 10))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with pytest.raises(OSError, match=f"ends at byte {CHUNK + 10:,}"):
+            kvio.read_state(fd, memoryview(bytearray(3 * CHUNK)), CHUNK)
+    finally:
+        os.close(fd)
+
+
+def test_a_failing_chunk_stops_the_write(tmp_path: Path) -> None:
+    fd = os.open(tmp_path / "state", os.O_RDWR | os.O_CREAT, 0o600)
+    moved: list[int] = []
+
+    def full_disk(count: int) -> None:
+        moved.append(count)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    try:
+        with pytest.raises(OSError, match="No space left"):
+            kvio.write_state(fd, memoryview(data(40 * CHUNK)), CHUNK, on_chunk=full_disk)
+    finally:
+        os.close(fd)
+    assert len(moved) < 40, "the chunks not started were dropped"
+
+
+def test_host_buffers_are_writable_memory_of_the_size_asked() -> None:
+    buffer = allocate(1000, None)
+    try:
+        assert buffer.size >= 1000 and not buffer.pinned
+        buffer.view[:5] = b"hello"
+        assert bytes(buffer.view[:5]) == b"hello"
+    finally:
+        buffer.free()
+
+
+def test_the_pool_hands_freed_buffers_out_again_within_its_cap() -> None:
+    pool = HostPool(cap_bytes=8 << 20, buffer_type=None)
+    first = pool.take(3 << 20)
+    pool.give_back(first)
+    again = pool.take(3 << 20)
+    assert again is first, "reused rather than allocated (page-locking is slow)"
+    other = pool.take(3 << 20)
+    assert other is not first and pool.held_bytes == first.size + other.size
+    pool.give_back(again)
+    pool.give_back(other)
+    assert pool.held_bytes <= 8 << 20
+    big = pool.take(6 << 20)  # kept buffers are freed to make room under the cap
+    assert pool.held_bytes <= 8 << 20 + big.size
+    pool.give_back(big)
+    pool.close()
+    assert pool.held_bytes == 0
