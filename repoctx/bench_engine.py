@@ -1,134 +1,49 @@
-"""`repoctx bench engine`: prefill throughput, state save and restore, and time to first token
-of the llama.cpp engine at several prompt lengths, each restore in a fresh process as a user
-meets it. Prints figures; asserts nothing.
+"""`repoctx bench engine`: prefill throughput, KV state I/O and time to first token of the
+llama.cpp engine at several prompt lengths, each restore in a new process as a user meets it,
+measured beside llama.cpp's own state-file API on the same state in the same run, the disk's own
+speed and the page-locked copy speed (the limits). Prints figures; asserts nothing.
 
-Each case: a fresh prefill of N tokens (then the state is saved); a new process restoring the
-same prompt; a new process after an edit 2,000 tokens before the end; and a follow-up question
-in the first process. With ``--llama-bench``, llama.cpp's own llama-bench measures the same
-prompt length with the same batch, KV and flash-attention settings, for comparison.
+Per prompt length, the processes of bench_measure.py: ``fresh`` (prefill, answer, copy to host
+memory, background save, llama.cpp's file save, a follow-up from the live slot, one from host
+memory), ``disk`` (restore from the page cache, then llama.cpp's file load), ``cold`` (the same
+with both files evicted from the page cache) and ``edit`` (the last 2,000 tokens changed). With
+``--llama-bench``, llama.cpp's llama-bench measures the same prefill with the same settings.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import random
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from repoctx.errors import UsageError
 
-EDIT_FROM_END = 2000
-FOLLOW_UP_TOKENS = 48
+_IO_SAMPLE_MAX = 8 << 30  # bytes written and read to measure the disk and the bus
+GOAL_TTFT_128K_S = 1.0
+GOAL_COLD_SHARE = 0.8
 
 
 @dataclass
 class CaseReport:
     tokens: int
     figures: dict[str, float] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-
-
-def prompt_ids(vocab_size: int, count: int, seed: int, edit: bool = False) -> list[int]:
-    """``count`` ordinary token ids (no specials: the first 256 ids of a byte-level BPE
-    vocabulary are bytes, the last few hundred may be control tokens)."""
-    rng = random.Random(seed)
-    high = max(300, vocab_size - 300)
-    ids = [rng.randrange(256, high) for _ in range(count)]
-    if edit:
-        cut = count - EDIT_FROM_END
-        ids[cut:] = [rng.randrange(256, high) for _ in range(count - cut)]
-    return ids
-
-
-def child_main(argv: list[str]) -> None:
-    """One measured process: ``mode model tokens kv flash store seed``; prints a JSON report."""
-    import llama_cpp  # noqa: F401 - before numpy
-
-    from repoctx.engine.base import GenerationOptions
-    from repoctx.engine.llama import LlamaEngine
-    from repoctx.events import CacheOutcome, Event
-    from repoctx.kvstore import KVStore
-    from repoctx.modelfile import read_model_info
-    from repoctx.prompt import Prompt
-
-    mode, model_path, tokens, kv, flash, store_dir, seed, deadline = argv
-    count = int(tokens)
-    info = read_model_info(model_path)
-    events: list[tuple[float, Event]] = []
-
-    def sink(event: Event) -> None:
-        events.append((time.perf_counter(), event))
-
-    started = time.perf_counter()
-    store = KVStore(Path(store_dir), on_event=sink)
-    persist = mode != "prefill"
-    engine = LlamaEngine.open(info, count + 1024, sink, kv_type=kv or None,
-                              flash_attn=flash == "1", store=store, persist=persist)  # fmt: skip
-    loaded = time.perf_counter()
-    ids = prompt_ids(info.vocab_size, count, int(seed), edit=(mode == "edit"))
-    options = GenerationOptions(max_tokens=8)
-    cancel = threading.Event()
-    if float(deadline) > 0:
-        threading.Timer(float(deadline), cancel.set).start()
-    done = engine.answer(Prompt(ids, count), options, sink, cancel)
-    if mode == "prefill":
-        print(json.dumps({"load_s": loaded - started, **_prefill_curve(events)}))
-        os._exit(0)
-    report: dict[str, Any] = {"load_s": loaded - started, "ttft_s": done.first_token_s}
-    outcome = next(e for _, e in events if isinstance(e, CacheOutcome))
-    report.update(restored=outcome.restored_tokens, evaluated=outcome.evaluated_tokens,
-                  restore_s=outcome.restore_s)  # fmt: skip
-    report.update(_prefill_and_save(events))
-    if mode == "fresh":
-        follow = [*ids, *engine.llm.input_ids[count : engine.llm.n_tokens].tolist()]
-        follow += prompt_ids(info.vocab_size, FOLLOW_UP_TOKENS, int(seed) + 1)
-        again = engine.answer(Prompt(follow, count), options, lambda e: None, threading.Event())
-        report["follow_up_ttft_s"] = again.first_token_s
-    report["state_bytes"] = max((e.disk_bytes for e in store.entries()), default=0)
-    engine.close()
-    print(json.dumps(report))
-
-
-def _prefill_curve(events: list[tuple[float, Any]]) -> dict[str, float]:
-    """Tokens reached, average rate, and the rate over the last tenth (throughput at depth)."""
-    from repoctx.events import Progress
-
-    points = [(t, e.done) for t, e in events if isinstance(e, Progress) and e.stage == "prefill"]
-    (t0, _), (t1, done) = points[0], points[-1]
-    tail = [p for p in points if p[1] >= done * 0.9]
-    tail_rate = (tail[-1][1] - tail[0][1]) / max(tail[-1][0] - tail[0][0], 1e-9)
-    return {"prefill_units": done, "prefill_s": t1 - t0, "tail_tok_s": tail_rate}
-
-
-def _prefill_and_save(events: list[tuple[float, Any]]) -> dict[str, float]:
-    from repoctx.events import Progress
-
-    figures: dict[str, float] = {}
-    for stage in ("prefill", "save"):
-        times = [t for t, e in events if isinstance(e, Progress) and e.stage == stage]
-        done = [e for _, e in events if isinstance(e, Progress) and e.stage == stage]
-        if len(times) >= 2:
-            figures[f"{stage}_s"] = times[-1] - times[0]
-            figures[f"{stage}_units"] = done[-1].done
-    return figures
 
 
 def _run_child(
-    mode: str, model: Path, tokens: int, kv: str, flash: bool, store: Path, deadline: float = 0
+    mode: str, model: Path, tokens: int, kv: str, flash: bool, scratch: Path, deadline: float = 0
 ) -> dict[str, Any]:
-    command = [sys.executable, "-c", "import sys; from repoctx.bench_engine import child_main; "
+    os.sync()  # no write-back of the step before runs during this one
+    command = [sys.executable, "-c", "import sys; from repoctx.bench_measure import child_main; "
                "child_main(sys.argv[1:])", mode, str(model), str(tokens), kv,
-               "1" if flash else "0", str(store), "7", str(deadline)]  # fmt: skip
+               "1" if flash else "0", str(scratch), str(deadline)]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=3600)
     if done.returncode != 0:
-        raise UsageError(f"benchmark process failed:\n{done.stderr[-3000:]}")
+        raise UsageError(f"benchmark process ({mode}) failed:\n{done.stderr[-3000:]}")
     report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return report
 
@@ -146,38 +61,51 @@ def llama_bench(binary: Path, model: Path, tokens: int, kv: str, flash: bool, ba
 
 
 def run_case(model: Path, tokens: int, kv: str, flash: bool, bench: Path | None) -> CaseReport:
+    from repoctx.bench_measure import disk_speed, pinned_copy_speed
+
     case = CaseReport(tokens)
     with tempfile.TemporaryDirectory(
         prefix="repoctx-bench-kv-", dir=os.environ.get("REPOCTX_BENCH_DIR")
-    ) as scratch:
-        store = Path(scratch)
-        fresh = _run_child("fresh", model, tokens, kv, flash, store)
-        case.figures.update(
-            prefill_tok_s=fresh["prefill_units"] / fresh["prefill_s"],
-            fresh_ttft_s=fresh["ttft_s"],
-            follow_up_ttft_s=fresh["follow_up_ttft_s"],
-            load_s=fresh["load_s"],
-            state_gb=fresh["state_bytes"] / 1e9,
-        )
-        if "save_s" in fresh:
-            case.figures.update(
-                save_s=fresh["save_s"], save_gb_s=fresh["state_bytes"] / 1e9 / fresh["save_s"]
-            )
-        same = _run_child("same", model, tokens, kv, flash, store)
-        edit = _run_child("edit", model, tokens, kv, flash, store)
-        case.figures.update(
-            restore_s=same["restore_s"],
-            restore_gb_s=fresh["state_bytes"] / 1e9 / max(same["restore_s"], 1e-9),
-            restored_ttft_s=same["ttft_s"],
-            edited_ttft_s=edit["ttft_s"],
-            edited_evaluated=edit["evaluated"],
-        )
+    ) as folder:
+        scratch = Path(folder)
+        fresh = _run_child("fresh", model, tokens, kv, flash, scratch)
+        disk = _run_child("disk", model, tokens, kv, flash, scratch)
+        cold = _run_child("cold", model, tokens, kv, flash, scratch)
+        edit = _run_child("edit", model, tokens, kv, flash, scratch)
+        sample = min(_IO_SAMPLE_MAX, fresh["state_bytes"])
+        limits = {**disk_speed(scratch, sample), **pinned_copy_speed(sample)}
+    case.figures.update(_figures(fresh, disk, cold, edit, limits))
     if bench is not None:
         reference = llama_bench(bench, model, tokens, kv, flash, 2048)
         case.figures.update(
-            llama_bench_tok_s=reference, ratio=case.figures["prefill_tok_s"] / reference
+            llama_bench_tok_s=reference, prefill_ratio=case.figures["prefill_tok_s"] / reference
         )
     return case
+
+
+def _figures(
+    fresh: dict[str, Any], disk: dict[str, Any], cold: dict[str, Any], edit: dict[str, Any],
+    limits: dict[str, float],
+) -> dict[str, float]:  # fmt: skip
+    gb = fresh["state_bytes"] / 1e9
+    figures = {
+        "prefill_tok_s": fresh["prefill_tok_s"], "state_gb": gb, "slots": fresh["slots"],
+        "pinned": float(fresh["pinned"]), "load_s": fresh["load_s"],
+        "capture_gb_s": gb / fresh["capture_s"],
+        "save_gb_s": gb / fresh["save_s"], "file_save_gb_s": gb / fresh["file_save_s"],
+        "restore_gb_s": gb / disk["restore_s"], "file_restore_gb_s": gb / disk["file_restore_s"],
+        "cold_restore_gb_s": gb / cold["restore_s"],
+        "cold_file_restore_gb_s": gb / cold["file_restore_s"],
+        "host_restore_gb_s": gb / max(fresh["host_restore_s"], 1e-9),
+        "fresh_ttft_s": fresh["fresh_ttft_s"], "follow_up_ttft_s": fresh["follow_up_ttft_s"],
+        "host_ttft_s": fresh["host_ttft_s"], "restored_ttft_s": disk["ttft_s"],
+        "cold_ttft_s": cold["ttft_s"], "edited_ttft_s": edit["ttft_s"],
+        "edited_evaluated": edit["evaluated"], **limits,
+    }  # fmt: skip
+    figures["save_ratio"] = figures["save_gb_s"] / figures["file_save_gb_s"]
+    figures["restore_ratio"] = figures["restore_gb_s"] / figures["file_restore_gb_s"]
+    figures["cold_ratio"] = figures["cold_restore_gb_s"] / figures["cold_file_restore_gb_s"]
+    return figures
 
 
 def run_prefill_only(model: Path, tokens: int, kv: str, flash: bool, deadline: float) -> None:
@@ -197,39 +125,83 @@ def run_prefill_only(model: Path, tokens: int, kv: str, flash: bool, deadline: f
     )
 
 
+_IO_COLUMNS = [
+    ("tokens", "tokens"), ("prefill_tok_s", "prefill tok/s"),
+    ("llama_bench_tok_s", "llama-bench tok/s"), ("prefill_ratio", "ratio"),
+    ("state_gb", "state GB"), ("capture_gb_s", "to host GB/s"),
+    ("pinned_d2h_gb_s", "pinned D2H GB/s"), ("host_restore_gb_s", "from host GB/s"),
+    ("pinned_h2d_gb_s", "pinned H2D GB/s"), ("save_gb_s", "save GB/s"),
+    ("file_save_gb_s", "llama.cpp save GB/s"), ("save_ratio", "ratio"),
+    ("disk_write_gb_s", "disk write GB/s"), ("restore_gb_s", "restore GB/s"),
+    ("file_restore_gb_s", "llama.cpp restore GB/s"), ("restore_ratio", "ratio"),
+    ("cold_restore_gb_s", "cold restore GB/s"), ("cold_file_restore_gb_s", "llama.cpp cold"),
+    ("cold_ratio", "ratio"), ("disk_read_gb_s", "disk read GB/s"),
+]  # fmt: skip
+_TTFT_COLUMNS = [
+    ("tokens", "tokens"), ("fresh_ttft_s", "fresh"), ("follow_up_ttft_s", "follow-up, live"),
+    ("host_ttft_s", "from host memory"), ("restored_ttft_s", "from disk (page cache)"),
+    ("cold_ttft_s", "from disk (cold)"), ("edited_ttft_s", "after an edit"),
+    ("load_s", "model load"), ("slots", "slots"),
+]  # fmt: skip
+
+
 def run_engine_bench(
     model: Path, sizes: list[int], kv: str, flash: bool, bench: Path | None
 ) -> None:
     from rich.console import Console
-    from rich.table import Table
 
     console = Console()
-    columns = [("tokens", "tokens"), ("prefill_tok_s", "prefill tok/s"),
-               ("llama_bench_tok_s", "llama-bench tok/s"), ("ratio", "ratio"),
-               ("fresh_ttft_s", "fresh TTFT s"), ("state_gb", "state GB"), ("save_s", "save s"),
-               ("save_gb_s", "save GB/s"), ("restore_s", "restore s"),
-               ("restore_gb_s", "restore GB/s"),
-               ("restored_ttft_s", "restored TTFT s"), ("edited_ttft_s", "edit TTFT s"),
-               ("follow_up_ttft_s", "follow-up TTFT s"), ("load_s", "model load s")]  # fmt: skip
-    table = Table(
-        title=f"repoctx bench engine: {model.name}, {kv} KV, flash attention "
-        + ("on" if flash else "off")
-    )
-    for _, title in columns:
-        table.add_column(title, justify="right")
+    cases = []
     for size in sizes:
         case = run_case(model, size, kv, flash, bench)
-        figures = {"tokens": float(size), **case.figures}
+        cases.append(case)
+        console.print(json.dumps({"tokens": size, **case.figures}), soft_wrap=True)
+    setting = f"{model.name}, {kv} KV, flash attention {'on' if flash else 'off'}"
+    console.print(_table(f"state I/O: {setting}", _IO_COLUMNS, cases))
+    console.print(_table(f"time to first token, s: {setting}", _TTFT_COLUMNS, cases))
+    for line in goal_lines(cases):
+        console.print(line, soft_wrap=True)
+
+
+def _table(title: str, columns: list[tuple[str, str]], cases: list[CaseReport]) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for _, heading in columns:
+        table.add_column(heading, justify="right")
+    for case in cases:
+        figures = {"tokens": float(case.tokens), **case.figures}
         table.add_row(*[_cell(key, figures.get(key)) for key, _ in columns])
-        console.print(json.dumps({"tokens": size, **case.figures}))
-    console.print(table)
+    return table
+
+
+def goal_lines(cases: list[CaseReport]) -> list[str]:
+    """The engine's goals, each with the figures it is judged on."""
+    lines = []
+    for case in cases:
+        f = case.figures
+        if case.tokens >= 131_072 and "restored_ttft_s" in f:
+            verdict = "met" if f["restored_ttft_s"] <= GOAL_TTFT_128K_S else "missed"
+            lines.append(f"{case.tokens:,} tokens: first token after a restore from the page "
+                         f"cache {f['restored_ttft_s']:.2f} s (goal <= {GOAL_TTFT_128K_S} s): "
+                         f"{verdict}")  # fmt: skip
+        if "disk_write_gb_s" in f:
+            share = f["save_gb_s"] / f["disk_write_gb_s"]
+            lines.append(f"{case.tokens:,} tokens: save {f['save_gb_s']:.2f} GB/s = {share:.2f}x "
+                         f"the disk's write speed (goal >= 1.0): "
+                         f"{'met' if share >= 1.0 else 'missed'}")  # fmt: skip
+            share = f["cold_restore_gb_s"] / f["disk_read_gb_s"]
+            lines.append(f"{case.tokens:,} tokens: cold restore {f['cold_restore_gb_s']:.2f} GB/s "
+                         f"= {share:.2f}x the disk's read speed (goal >= {GOAL_COLD_SHARE}): "
+                         f"{'met' if share >= GOAL_COLD_SHARE else 'missed'}")  # fmt: skip
+    return lines
 
 
 def _cell(key: str, value: float | None) -> str:
     if value is None:
         return "-"
-    if key in ("tokens", "prefill_tok_s", "llama_bench_tok_s"):
+    if key in ("tokens", "prefill_tok_s", "llama_bench_tok_s", "slots"):
         return f"{value:,.0f}"
-    if key == "ratio":
-        return f"{value:.3f}"
+    if "ratio" in key:
+        return f"{value:.2f}x"
     return f"{value:.2f}"

@@ -47,6 +47,7 @@ from repoctx.synthvocab import (
 
 __all__ = [
     "BUILTIN_MERGES",
+    "KV_HEAVY",
     "LLAMA3_8B",
     "LLAMA3_CHAT_TEMPLATE",
     "PRESETS",
@@ -137,7 +138,13 @@ LLAMA3_8B = SynthShape(
     vocab_size=128256, name="synthetic-llama3-8b-gradient-1048k",
 )  # fmt: skip
 TINY = SynthShape(n_layer=2, n_embd=64, n_head=4, n_head_kv=2, n_ff=128, name="synthetic-tiny")
-PRESETS = {"llama3-8b": LLAMA3_8B, "tiny": TINY}
+# The KV cache of Llama-3-8B (32 layers, 8 KV heads of 128) around little compute: state I/O
+# benchmarks of GB-sized states on a CPU.
+KV_HEAVY = SynthShape(
+    n_layer=32, n_embd=1024, n_head=8, n_head_kv=8, n_ff=256, quant="q8_0",
+    name="synthetic-kv-heavy",
+)  # fmt: skip
+PRESETS = {"llama3-8b": LLAMA3_8B, "tiny": TINY, "kv-heavy": KV_HEAVY}
 
 
 @dataclass(frozen=True)
