@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
+import os
 import signal
 import sys
 import threading
@@ -15,7 +15,7 @@ from typing import Any
 from repoctx.config import load_settings
 from repoctx.console import StderrEvents
 from repoctx.errors import UsageError
-from repoctx.events import AnswerDone, Event, Token
+from repoctx.events import AnswerDone, Event, Token, event_to_json
 from repoctx.paths import user_path
 
 EXIT_INTERRUPTED = 130
@@ -68,7 +68,8 @@ def run_ask(arguments: tuple[str, ...], *, as_json: bool, flags: dict[str, Any])
     for root in roots:
         if not root.exists():
             raise UsageError(f"{root}: no such directory; pass the repository's folder")
-    import llama_cpp  # noqa: F401 - before anything imports numpy (CUDA builds crash otherwise)
+    if os.environ.get("REPOCTX_ENGINE") == "local":  # the model runs in this process
+        import llama_cpp  # noqa: F401 - before anything imports numpy (CUDA builds crash)
 
     from repoctx.session import Session, engine_factory_from_env
 
@@ -81,7 +82,7 @@ def run_ask(arguments: tuple[str, ...], *, as_json: bool, flags: dict[str, Any])
         with ctrl_c_cancels(cancel):
             done = session.ask(text, sink, cancel)
     finally:
-        session.close()
+        session.close(sink)  # in-process: the save ends here, with progress; Ctrl-C skips it
     if done.stop_reason == "cancelled":
         print("repoctx: interrupted; what was evaluated is saved for the next run", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -109,6 +110,5 @@ class _StreamSink:
 
 
 def _json_sink(event: Event) -> None:
-    record = {"event": type(event).__name__, **dataclasses.asdict(event)}
-    sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+    sys.stdout.write(json.dumps(event_to_json(event), ensure_ascii=False) + "\n")
     sys.stdout.flush()

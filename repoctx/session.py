@@ -13,6 +13,7 @@ from repoctx.cache import ContentCache
 from repoctx.config import Settings
 from repoctx.conversations import Conversation, ConversationStore
 from repoctx.engine.base import Engine, GenerationOptions
+from repoctx.errors import ConfigError
 from repoctx.events import AnswerDone, CacheOutcome, EventSink, ignore_events
 from repoctx.modelfile import ModelInfo
 from repoctx.pipeline import PackResult, build_pack, default_reserve
@@ -146,6 +147,7 @@ class Session:
             done = engine.answer(prompt, self.generation, on_event, cancel or threading.Event())
             self._remember(question, done)
             on_event(done)
+            engine.housekeep()  # the answer is out: now copy its state away to be saved
             return done
 
     def warm(
@@ -162,14 +164,20 @@ class Session:
             stable = common_prefix(one.ids, other.ids)
             prompt = Prompt(one.ids[:stable], min(one.prefix_tokens, stable))
             engine = self._engine_for(len(one) + self.generation.max_tokens, on_event)
-            return engine.prefill(prompt, on_event, cancel or threading.Event())
+            outcome = engine.prefill(prompt, on_event, cancel or threading.Event())
+            engine.housekeep()
+            return outcome
 
     def _engine_for(self, needed: int, on_event: EventSink) -> Engine:
+        """The engine, loaded with room for ``needed`` tokens: a conversation that outgrows
+        the context gets a bigger one, at least half again as big, on the model loaded."""
         assert self.result is not None
-        if self.engine is not None and self.engine.ready.n_ctx >= needed:
-            return self.engine
-        self.close_engine()
         trained = self.result.model.context_length or needed
+        if self.engine is not None:
+            if self.engine.ready.n_ctx < needed:
+                grown = max(needed, self.engine.ready.n_ctx * 3 // 2)
+                self.engine.fit(min(trained, _round_up(grown, 256)), on_event)
+            return self.engine
         spare = default_reserve(trained)
         n_ctx = min(trained, _round_up(max(needed, self.result.pack.tokens + spare), 256))
         self.engine = self.engine_factory(self.result.model, n_ctx, on_event)
@@ -182,13 +190,14 @@ class Session:
         self.conversation.messages += [Message("user", question), Message("assistant", done.text)]
         self.store.save(self.conversation)
 
-    def close_engine(self) -> None:
+    def close_engine(self, on_event: EventSink = ignore_events) -> None:
+        """Finish the engine's saves (reporting their progress), then close it."""
         if self.engine is not None:
-            self.engine.close()
-            self.engine = None
+            engine, self.engine = self.engine, None
+            engine.close(on_event)
 
-    def close(self) -> None:
-        self.close_engine()
+    def close(self, on_event: EventSink = ignore_events) -> None:
+        self.close_engine(on_event)
         if self.cache is not None:
             self.cache.close()
 
@@ -198,14 +207,34 @@ def _round_up(value: int, step: int) -> int:
 
 
 def engine_factory_from_env(settings: Settings | None = None) -> EngineFactory:
-    """``REPOCTX_ENGINE=fake`` selects the scripted engine (demos, editor-plugin tests);
-    anything else, the real one with the KV type and flash attention of ``settings``."""
+    """The engine that ``REPOCTX_ENGINE`` selects, with the KV type and flash attention of
+    ``settings``: unset or empty, the resident engine process (``repoctx engine``, started on
+    demand); ``local``, llama.cpp in this process; ``fake``, the scripted engine (demos,
+    editor-plugin tests)."""
     import os
 
-    if os.environ.get("REPOCTX_ENGINE") != "fake":
-        if settings is None:
-            return llama_engine
-        return LlamaEngineFactory(settings.kv_type, settings.flash_attn)
+    choice = os.environ.get("REPOCTX_ENGINE", "")
+    kv_type = settings.kv_type if settings else None
+    flash_attn = settings.flash_attn if settings else None
+    if choice == "fake":
+        return scripted_engine_factory()
+    if choice == "local":
+        return LlamaEngineFactory(kv_type, flash_attn) if settings else llama_engine
+    if choice not in ("", "resident"):
+        raise ConfigError(
+            f"REPOCTX_ENGINE={choice!r} is not an engine; set it to local or fake, or unset it "
+            "for the resident engine"
+        )
+    from repoctx.resident.client import ResidentEngineFactory
+
+    return ResidentEngineFactory(kv_type, flash_attn)
+
+
+def scripted_engine_factory() -> EngineFactory:
+    """Opens the scripted engine: ``REPOCTX_FAKE_ANSWER`` is its answer, ``REPOCTX_FAKE_TOKEN_S``
+    the seconds it takes per word."""
+    import os
+
     from repoctx.engine.fake import FakeEngine
 
     answer = os.environ.get("REPOCTX_FAKE_ANSWER", "This is a scripted answer.")

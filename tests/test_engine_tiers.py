@@ -83,7 +83,7 @@ def test_conversations_on_one_pack_stay_live_side_by_side(model: ModelInfo) -> N
         _, outcome = ask(engine, TWO)  # a new conversation: a copy of the pack's stream
         assert (outcome.source, outcome.restored_tokens) == ("memory", len(PACK))
         # the first conversation kept its cells: its follow-up evaluates only the new tokens
-        again, outcome = ask(engine, follow_up(ONE, engine, first, seed=6))
+        _, outcome = ask(engine, follow_up(ONE, engine, first, seed=6))
         assert outcome.source == "memory"
         assert outcome.evaluated_tokens <= 31
     finally:
@@ -95,9 +95,10 @@ def test_a_state_from_host_memory_gives_the_live_answer(model: ModelInfo) -> Non
     its next question is answered from there as it would have been live."""
     engine = open_engine(model, None, Events())
     try:
-        ask(engine, ONE)
+        fresh, _ = ask(engine, ONE)
         live, outcome = ask(engine, ONE)  # asked again: from the live slot
         assert (outcome.source, outcome.restored_tokens) == ("memory", len(ONE) - 1)
+        assert live.text == fresh.text, "a prefill evaluates the last token as a restore does"
         ask(engine, OTHER_REPO)
         ask(engine, THIRD_REPO)  # no slot left: ONE's goes to host memory
         assert all(slot.tokens[: len(PACK)] != PACK for slot in engine.slots.all)
@@ -164,12 +165,12 @@ def test_a_bigger_context_keeps_what_the_slots_held(model: ModelInfo) -> None:
     events = Events()
     engine = open_engine(model, None, events)
     try:
-        first, _ = ask(engine, ONE)
+        ask(engine, ONE)
         events.events.clear()
         engine.fit(2 * N_CTX, events)
         assert [ready.n_ctx for ready in events.of(ModelReady)] == [2 * N_CTX]
         assert engine.ready.n_ctx == 2 * N_CTX and engine.slots.holding() == []
-        again, outcome = ask(engine, ONE)
+        _, outcome = ask(engine, ONE)
     finally:
         engine.close()
     assert (outcome.source, outcome.restored_tokens) == ("host", len(ONE) - 1)

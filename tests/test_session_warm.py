@@ -16,6 +16,7 @@ from repoctx import synth
 from repoctx.config import Settings
 from repoctx.engine.base import GenerationOptions
 from repoctx.events import CacheOutcome, Event, Progress
+from repoctx.kvstore import KVStore
 from repoctx.session import Session
 
 FILES = {f"mod{i}.py": f"def f{i}(x):\n    return x * {i} + {i * 7}\n" * 12 for i in range(9)}
@@ -42,12 +43,15 @@ def test_warm_then_ask_evaluates_only_the_question(make_repo: MakeRepo, tiny_mod
     events: list[Event] = []
     warmed = first.warm(events.append)
     assert warmed is not None and warmed.source == "none" and warmed.evaluated_tokens > 1024
-    assert any(isinstance(e, Progress) and e.stage == "save" for e in events)
+    assert not any(isinstance(e, Progress) and e.stage == "save" for e in events), "no waiting"
     first.ask("What does f3 do?", events.append)
     asked = outcomes(events)[-1]
     assert asked.source == "memory" and asked.restored_tokens == warmed.prompt_tokens
     assert asked.evaluated_tokens < 40
-    first.close()
+    events.clear()
+    first.close(events.append)  # the pack's state is written by now, in the background
+    saved = [e for e in KVStore().entries() if e.n_tokens == warmed.prompt_tokens]
+    assert [entry.checkpoint for entry in saved] == [True]
 
     second = session(repo, tiny_model)
     again = second.warm(lambda event: None)

@@ -6,7 +6,7 @@ import threading
 from dataclasses import dataclass
 from typing import Protocol
 
-from repoctx.events import AnswerDone, CacheOutcome, EventSink, ModelReady
+from repoctx.events import AnswerDone, CacheOutcome, EventSink, ModelReady, ignore_events
 from repoctx.prompt import Prompt
 
 
@@ -43,4 +43,21 @@ class Engine(Protocol):
         once; None when cancelled."""
         ...
 
-    def close(self) -> None: ...
+    def fit(self, n_ctx: int, on_event: EventSink) -> None:
+        """Make room for prompts of ``n_ctx`` tokens with the model loaded (at once when
+        there is room already); what the engine holds stays restorable."""
+        ...
+
+    def housekeep(self) -> None:
+        """Deferred work nobody waits for (snapshots of sequences to save, writes to start);
+        a resident engine calls it whenever it is idle. Returns quickly."""
+        ...
+
+    def flush(self, on_event: EventSink) -> None:
+        """Finish every deferred save, reporting ``save`` progress; before a process exits."""
+        ...
+
+    def close(self, on_event: EventSink = ignore_events) -> None:
+        """Flush (an interrupt drops the save in progress, cleanly), then free the model and
+        its memory."""
+        ...

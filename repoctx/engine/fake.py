@@ -9,7 +9,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from repoctx.engine.base import GenerationOptions
-from repoctx.events import AnswerDone, CacheOutcome, EventSink, ModelReady, Progress, Token
+from repoctx.events import (
+    AnswerDone,
+    CacheOutcome,
+    EventSink,
+    ModelReady,
+    Progress,
+    Token,
+    ignore_events,
+)
 from repoctx.prompt import Prompt, common_prefix
 
 
@@ -106,5 +114,14 @@ class FakeEngine:
         total = time.perf_counter() - started
         return AnswerDone(answer, reason, len(prompt.ids), len(written), first, total)
 
-    def close(self) -> None:
+    def fit(self, n_ctx: int, on_event: EventSink) -> None:
+        self.n_ctx = max(self.n_ctx, n_ctx)
+
+    def housekeep(self) -> None:
+        """Nothing is deferred."""
+
+    def flush(self, on_event: EventSink) -> None:
+        """Nothing is deferred."""
+
+    def close(self, on_event: EventSink = ignore_events) -> None:
         self._live = []

@@ -316,13 +316,18 @@ class LlamaEngine:
     ) -> int:
         """Evaluate ``ids[start:]`` into ``slot`` in batches with progress; stopped (cancel,
         Ctrl-C), the slot keeps what was evaluated and is saved as a checkpoint. Returns the
-        tokens evaluated."""
+        tokens evaluated.
+
+        The last token is evaluated on its own, as it is after any restore (which keeps all
+        but the last token): the logits of a batch depend on its shape, so this is what makes
+        a greedy answer the same from a fresh prefill and from every tier."""
         total = len(ids) - start
         position = start
+        last = len(ids) - 1
         on_event(Progress("prefill", 0, total, "tokens"))
         try:
             while position < len(ids) and not cancel.is_set():
-                end = min(len(ids), position + self.plan.n_batch)
+                end = len(ids) if position == last else min(last, position + self.plan.n_batch)
                 self._decode(slot, ids[position:end], logits=end == len(ids))
                 position = end
                 on_event(Progress("prefill", position - start, total, "tokens"))
