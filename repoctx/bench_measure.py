@@ -204,6 +204,12 @@ def _file_api_load(engine: LlamaEngine, path: Path) -> float:
     return seconds
 
 
+def read_through_page_cache(path: Path) -> None:
+    with open(path, "rb") as handle:
+        while handle.read(64 << 20):
+            pass
+
+
 def drop_cached(path: Path) -> None:
     """Evict ``path`` from the page cache (its pages are clean: it was fsynced)."""
     fd = os.open(path, os.O_RDONLY)

@@ -173,6 +173,46 @@ def serve(stdio: bool, model: str | None) -> None:
 
 
 @cli.group()
+def engine() -> None:
+    """The resident engine: one process per user that keeps the model loaded for every
+    `repoctx` process (started on demand; docs/engine.md)."""
+
+
+@engine.command("start")
+@click.option("--foreground", is_flag=True, help="Serve in this process until it stops.")
+@click.option(
+    "--idle-timeout",
+    type=float,
+    metavar="S",
+    help="Exit after S seconds with no client and no work (default: REPOCTX_ENGINE_IDLE or "
+    "600; 0: never).",
+)
+def engine_start(foreground: bool, idle_timeout: float | None) -> None:
+    """Start the resident engine unless it runs; print where it listens and its pid."""
+    from repoctx.cli_engine import start_engine
+
+    sys.exit(start_engine(foreground, idle_timeout))
+
+
+@engine.command("stop")
+def engine_stop() -> None:
+    """Stop the resident engine (it finishes the answer in flight and saves) and wait."""
+    from repoctx.cli_engine import stop_engine
+
+    sys.exit(stop_engine())
+
+
+@engine.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as one JSON object.")
+def engine_status(as_json: bool) -> None:
+    """Whether the resident engine runs, and what it holds. Exit code 3 when it does not run
+    (as `systemctl status`)."""
+    from repoctx.cli_engine import engine_status as show
+
+    sys.exit(show(as_json))
+
+
+@cli.group()
 def bench() -> None:
     """Benchmarks that print figures."""
 

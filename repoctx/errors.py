@@ -14,7 +14,9 @@ Every message says what to do next. Front ends catch ``RepoctxError`` at their e
     ├── ConfigError           a config file cannot be read (exit 2)
     ├── ModelError            the model file cannot be used (exit 4)
     │   ├── TokenizerError
-    │   └── DownloadError     a model cannot be downloaded or verified
+    │   ├── DownloadError     a model cannot be downloaded or verified
+    │   └── EngineError       the resident engine cannot be started, reached or understood
+    │       └── EngineVersionError  it runs another version of repoctx
     └── CacheError            a cache cannot be written at all (exit 5)
         └── StateLoadError    llama.cpp rejected a saved KV state (the store removes it)
 """
@@ -83,6 +85,15 @@ class TokenizerError(ModelError):
 
 class DownloadError(ModelError):
     """A model could not be downloaded or did not verify; the message says what to do."""
+
+
+class EngineError(ModelError):
+    """The resident engine process (``repoctx engine``) failed to start, stopped answering or
+    sent something this client does not understand; the message names its log file."""
+
+
+class EngineVersionError(EngineError):
+    """The resident engine speaks another version: the client stops it and starts its own."""
 
 
 class CacheError(RepoctxError):

@@ -6,8 +6,11 @@ the TUI and the stdio protocol render the same events.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -83,3 +86,44 @@ EventSink = Callable[[Event], None]
 
 def ignore_events(event: Event) -> None:
     """The sink for callers that do not render progress."""
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    kind.__name__: kind for kind in (Progress, Notice, ModelReady, CacheOutcome, Token, AnswerDone)
+}
+
+
+def event_to_json(event: Event) -> dict[str, Any]:
+    """``{"event": "Progress", "stage": ..., ...}``: the event's class name and its fields."""
+    return {"event": type(event).__name__, **dataclasses.asdict(event)}
+
+
+def event_from_json(record: Mapping[str, Any]) -> Event:
+    """The event that ``event_to_json`` wrote. Raises ``ValueError`` naming the problem for an
+    unknown event, an unknown or missing field, or a field of the wrong type."""
+    name = record.get("event")
+    kind = EVENT_TYPES.get(name) if isinstance(name, str) else None
+    if kind is None:
+        raise ValueError(f"unknown event {name!r}; known: {', '.join(EVENT_TYPES)}")
+    name = kind.__name__
+    fields = {field.name: field for field in dataclasses.fields(kind)}
+    unknown = sorted(set(record) - set(fields) - {"event"})
+    if unknown:
+        raise ValueError(f"{name} has no field {', '.join(map(repr, unknown))}")
+    hints = typing.get_type_hints(kind)
+    values: dict[str, Any] = {}
+    for field_name, field in fields.items():
+        if field_name not in record:
+            if field.default is dataclasses.MISSING:
+                raise ValueError(f"{name} lacks its field {field_name!r}")
+            continue
+        values[field_name] = _checked(name, field_name, record[field_name], hints[field_name])
+    return kind(**values)
+
+
+def _checked(event: str, name: str, value: Any, expected: Any) -> Any:
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise ValueError(f"{event}.{name} must be {expected.__name__}, not {type(value).__name__}")
+    return value

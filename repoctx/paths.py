@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import platformdirs
@@ -28,6 +29,27 @@ def config_dir() -> Path:
 def data_dir() -> Path:
     home = _home()
     return home / "data" if home else Path(platformdirs.user_data_dir(APP))
+
+
+def runtime_dir() -> Path:
+    """Where the resident engine's socket and locks live: owner-only, cleared at logout where
+    the system has a per-user runtime folder."""
+    home = _home()
+    if home:
+        return home / "run"
+    with warnings.catch_warnings():  # no XDG_RUNTIME_DIR: platformdirs warns, then uses /tmp
+        warnings.simplefilter("ignore")
+        return Path(platformdirs.user_runtime_dir(APP))
+
+
+def engine_socket() -> Path:
+    return runtime_dir() / "engine.sock"
+
+
+def engine_log() -> Path:
+    home = _home()
+    folder = home / "run" if home else Path(platformdirs.user_log_dir(APP))
+    return folder / "engine.log"
 
 
 def ensure_private_dir(path: Path) -> Path:

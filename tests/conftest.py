@@ -8,17 +8,26 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
-from repo_helpers import MakeRepo, git, write_files
+from repo_helpers import MakeRepo, git, stop_resident_engines_under, write_files
+
+ENGINE_IDLE_S = "20"  # a resident engine that a test leaves behind exits soon by itself
 
 
 @pytest.fixture(autouse=True, scope="session")
 def private_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """REPOCTX_HOME for the whole run. At its end, every resident engine started under this
+    run's temporary folders (this home and the tests' own homes) is stopped."""
     home = tmp_path_factory.mktemp("repoctx-home")
     previous = os.environ.get("REPOCTX_HOME")
     os.environ["REPOCTX_HOME"] = str(home)
     os.environ.pop("REPOCTX_MODEL", None)
     os.environ.pop("REPOCTX_BUDGET", None)
+    idle_was_set = "REPOCTX_ENGINE_IDLE" in os.environ
+    os.environ.setdefault("REPOCTX_ENGINE_IDLE", ENGINE_IDLE_S)
     yield home
+    stop_resident_engines_under(tmp_path_factory.getbasetemp())
+    if not idle_was_set:
+        os.environ.pop("REPOCTX_ENGINE_IDLE", None)
     if previous is None:
         os.environ.pop("REPOCTX_HOME", None)
     else:

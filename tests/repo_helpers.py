@@ -3,7 +3,9 @@ as a module: ``conftest`` itself is not importable once sub-folders have their o
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -71,3 +73,38 @@ class Events:
 
     def warnings(self) -> list[str]:
         return [n.message for n in self.of(Notice) if n.level == "warning"]
+
+
+def stop_resident_engine(home: Path) -> None:
+    """Stop the resident engine of REPOCTX_HOME=``home`` if one runs (it finishes its request
+    and saves); kill it when it does not stop, so that no server outlives the tests."""
+    from repoctx.errors import RepoctxError
+    from repoctx.resident.channel import try_connect
+    from repoctx.resident.sockets import lock_is_held
+    from repoctx.resident.spawn import stop_server
+
+    previous = os.environ.get("REPOCTX_HOME")
+    os.environ["REPOCTX_HOME"] = str(home)
+    try:
+        with contextlib.suppress(RepoctxError, OSError):
+            connection = try_connect()
+            if connection is not None:
+                stop_server(connection, timeout=60)
+        lock = home / "run" / "engine.lock"
+        if lock_is_held(lock):
+            with contextlib.suppress(ValueError, ProcessLookupError):
+                os.kill(int(lock.read_text()), signal.SIGKILL)
+    finally:
+        if previous is None:
+            os.environ.pop("REPOCTX_HOME", None)
+        else:
+            os.environ["REPOCTX_HOME"] = previous
+
+
+def stop_resident_engines_under(folder: Path) -> None:
+    """Every resident engine whose REPOCTX_HOME is somewhere under ``folder``."""
+    from repoctx.resident.sockets import lock_is_held
+
+    for lock in folder.rglob("run/engine.lock"):
+        if lock_is_held(lock):
+            stop_resident_engine(lock.parent.parent)

@@ -8,12 +8,12 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 import pytest
-from repo_helpers import LLAMA3_VOCAB, MakeRepo
+from repo_helpers import LLAMA3_VOCAB, MakeRepo, stop_resident_engine
 
 from repoctx import synth
 from repoctx.kvstore import KVStore
@@ -116,8 +116,8 @@ def test_a_folder_with_nothing_to_pack_is_a_pack_error(tmp_path: Path) -> None:
     assert done.stdout == ""
 
 
-@pytest.mark.parametrize("engine", ["fake", None], ids=["fake-engine", "llama-engine"])
-def test_a_bad_model_path_is_a_model_error(shop: Path, tmp_path: Path, engine: str | None) -> None:
+@pytest.mark.parametrize("engine", ["fake", "local"], ids=["fake-engine", "llama-engine"])
+def test_a_bad_model_path_is_a_model_error(shop: Path, tmp_path: Path, engine: str) -> None:
     done = ask(str(shop), "What?", "--model", str(tmp_path / "missing.gguf"), engine=engine)
     assert done.returncode == 4
     assert "missing.gguf: no such model file" in done.stderr and done.stderr.count("\n") == 1
@@ -209,15 +209,25 @@ def big_repository(make_repo: MakeRepo) -> Path:
     return make_repo(files, name="service")
 
 
+@pytest.fixture
+def engine_home(tmp_path: Path) -> Iterator[Path]:
+    """A REPOCTX_HOME whose resident engine is stopped at the end."""
+    home = tmp_path / "home"
+    yield home
+    stop_resident_engine(home)
+
+
 def test_ctrl_c_during_the_prefill_keeps_a_checkpoint_for_the_next_run(
-    make_repo: MakeRepo, tmp_path: Path
+    make_repo: MakeRepo, tmp_path: Path, engine_home: Path
 ) -> None:
+    """Through the resident engine (REPOCTX_ENGINE unset): Ctrl-C in `repoctx ask` cancels the
+    prefill in the server, which keeps a checkpoint; a new server restores it from disk."""
     repo = big_repository(make_repo)
     model = synth.write_synthetic_gguf(tmp_path / "tiny.gguf", synth.TINY, LLAMA3_VOCAB)
-    home = tmp_path / "home"
+    env = {"REPOCTX_HOME": str(engine_home), "REPOCTX_ENGINE": ""}
     args = [str(repo), "What does handler_3_4 do?", "--model", str(model), "--json",
             "--max-tokens", "4"]  # fmt: skip
-    process = start(args, {"REPOCTX_HOME": str(home), "REPOCTX_ENGINE": ""})
+    process = start(args, env)
     assert process.stdout is not None
     progress = read_until(process.stdout, "Progress", done=1536)
     total = progress["total"]
@@ -227,12 +237,12 @@ def test_ctrl_c_during_the_prefill_keeps_a_checkpoint_for_the_next_run(
     records = json_lines(stdout)
     assert "CacheOutcome" not in {r["event"] for r in records}, "stopped during the prefill"
     assert "saved for the next run" in stderr
-    (checkpoint,) = KVStore(home / "cache" / "kv").entries()
+    stop_resident_engine(engine_home)  # it finishes its saves; the next run starts a new one
+    (checkpoint,) = KVStore(engine_home / "cache" / "kv").entries()
     assert 1536 <= checkpoint.n_tokens < total
 
     done = subprocess.run(
-        [sys.executable, "-m", "repoctx", "ask", *args], cwd=ROOT,
-        env={**os.environ, "REPOCTX_HOME": str(home), "REPOCTX_ENGINE": ""},
+        [sys.executable, "-m", "repoctx", "ask", *args], cwd=ROOT, env={**os.environ, **env},
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=TIMEOUT,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

@@ -44,3 +44,5 @@ def test_the_engine_imports_llama_cpp_before_numpy() -> None:
 def test_the_cli_imports_llama_cpp_before_running_a_model() -> None:
     source = (ROOT / "repoctx" / "cli_ask.py").read_text()
     assert source.index("import llama_cpp") < source.index("from repoctx.session import")
+    source = (ROOT / "repoctx" / "cli_engine.py").read_text()  # the resident engine's process
+    assert source.index("import llama_cpp") < source.index("from repoctx.resident.server import")

@@ -15,8 +15,8 @@ import struct
 from dataclasses import dataclass
 
 from repoctx.engine.hostmem import HostBuffer, HostPool
-from repoctx.kvio import BLOCK
 from repoctx.engine.native import NativeContext
+from repoctx.kvio import BLOCK
 
 HEADER = struct.Struct("<IiI")  # magic, sequence id, stream count
 COUNT = 4
