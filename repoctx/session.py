@@ -178,7 +178,8 @@ class Session:
                 grown = max(needed, self.engine.ready.n_ctx * 3 // 2)
                 self.engine.fit(min(trained, _round_up(grown, 256)), on_event)
             return self.engine
-        spare = default_reserve(trained)
+        # room for a conversation of a few answers (and an editor's selections) on the pack
+        spare = max(default_reserve(trained), 4 * self.generation.max_tokens)
         n_ctx = min(trained, _round_up(max(needed, self.result.pack.tokens + spare), 256))
         self.engine = self.engine_factory(self.result.model, n_ctx, on_event)
         return self.engine

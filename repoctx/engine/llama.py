@@ -105,11 +105,15 @@ class LlamaEngine:
         plan = make_plan(model, n_ctx, detect_memory(_gpu_offload()), kv_type, flash_attn)
         size = max(1, model.path.stat().st_size)
         on_event(Progress("load", 0, size, "bytes"))
+        reported = [0.0]
+
+        def loading(fraction: float) -> None:  # called per tensor: report each percent
+            if fraction >= 1.0 or fraction - reported[0] >= 0.01:
+                reported[0] = fraction
+                on_event(Progress("load", int(fraction * size), size, "bytes"))
+
         try:
-            native = NativeModel(
-                model.path, plan.gpu_layers,
-                lambda fraction: on_event(Progress("load", int(fraction * size), size, "bytes")),
-            )  # fmt: skip
+            native = NativeModel(model.path, plan.gpu_layers, loading)
         except OSError as error:
             raise ModelError(_no_context(model, plan, error)) from error
         if persist and store is None:
