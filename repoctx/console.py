@@ -52,7 +52,7 @@ class RateColumn(ProgressColumn):
 def describe_outcome(outcome: CacheOutcome) -> str:
     if outcome.source == "none":
         return f"no cached state; evaluated {outcome.evaluated_tokens:,} tokens"
-    where = "from disk" if outcome.source == "disk" else "in memory"
+    where = {"disk": "from disk", "host": "from host memory"}.get(outcome.source, "in memory")
     return (
         f"restored {outcome.restored_tokens:,} tokens {where} in {outcome.restore_s:.1f} s; "
         f"evaluated {outcome.evaluated_tokens:,}"

@@ -4,7 +4,7 @@ failures that say where they happened."""
 
 from __future__ import annotations
 
-import llama_cpp  # isort: skip  # noqa: F401 - before numpy, as the engine does
+import llama_cpp  # isort: skip  # before numpy, as the engine does
 
 import errno
 import os
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from repoctx import kvio
-from repoctx.engine.hostmem import HostPool, allocate
+from repoctx.engine.hostmem import HostPool, allocate, pinned_buffer_type
 
 CHUNK = 1 << 16
 
@@ -98,6 +98,12 @@ def test_a_failing_chunk_stops_the_write(tmp_path: Path) -> None:
     finally:
         os.close(fd)
     assert len(moved) < 40, "the chunks not started were dropped"
+
+
+def test_without_a_gpu_backend_there_is_no_page_locked_buffer_type() -> None:
+    if llama_cpp.llama_supports_gpu_offload():
+        pytest.skip("a GPU build: its host buffers are page-locked")
+    assert pinned_buffer_type() is None
 
 
 def test_host_buffers_are_writable_memory_of_the_size_asked() -> None:

@@ -116,8 +116,9 @@ def _amount(done: int, total: int, unit: str) -> str:
 def cache_summary(outcome: CacheOutcome) -> str:
     """Where the prompt came from: restored or reused tokens, and the tokens evaluated anew."""
     prefilled = f"{outcome.evaluated_tokens:,} prefilled"
-    if outcome.source == "disk":
-        restored = f"{outcome.restored_tokens:,} from disk in {outcome.restore_s:.1f} s"
+    if outcome.source in ("disk", "host"):
+        where = "disk" if outcome.source == "disk" else "host memory"
+        restored = f"{outcome.restored_tokens:,} from {where} in {outcome.restore_s:.1f} s"
         return f"{restored} + {prefilled}"
     if outcome.source == "memory":
         return f"{outcome.restored_tokens:,} cached + {prefilled}"
