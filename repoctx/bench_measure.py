@@ -10,6 +10,7 @@ from __future__ import annotations
 import llama_cpp  # isort: skip  # before numpy: on CUDA builds the other order crashes
 
 import ctypes
+import ctypes.util
 import json
 import mmap
 import os
@@ -21,7 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from repoctx.engine.base import GenerationOptions
+from repoctx.bench_engine import FILE_API_STATE
+from repoctx.engine.base import Engine, GenerationOptions
 from repoctx.engine.llama import LlamaEngine
 from repoctx.events import CacheOutcome, Event, Progress
 from repoctx.kvstore import KVStore
@@ -82,16 +84,19 @@ def child_main(argv: list[str]) -> None:
     mode, model_path, tokens, kv, flash, scratch, deadline = argv
     count = int(tokens)
     info = read_model_info(model_path)
+    if mode.startswith("resident"):
+        print(json.dumps(_resident(info, count, kv, flash == "1", mode == "resident-follow")))
+        return
     record = Recorder()
     started = time.perf_counter()
-    store = KVStore(Path(scratch) / "kv", on_event=record, min_free_bytes=0)
+    store = KVStore(on_event=record, min_free_bytes=0)  # under REPOCTX_HOME, as a user's
     engine = LlamaEngine.open(
         info, count + 1024, record, kv_type=kv or None, flash_attn=flash == "1", store=store,
         persist=mode != "prefill",
     )  # fmt: skip
     report: dict[str, Any] = {"load_s": time.perf_counter() - started, "slots": engine.plan.slots}
     ids = prompt_ids(info.vocab_size, count, 7, edit=mode == "edit")
-    files = Path(scratch) / "llama-file-api.state"
+    files = Path(scratch) / FILE_API_STATE
     if mode == "prefill":
         report.update(_prefill_only(engine, ids, record, float(deadline)))
         print(json.dumps(report))
@@ -101,7 +106,7 @@ def child_main(argv: list[str]) -> None:
     print(json.dumps(report))
 
 
-def _answer(engine: LlamaEngine, ids: list[int], record: Recorder) -> dict[str, float]:
+def _answer(engine: Engine, ids: list[int], record: Recorder) -> dict[str, float]:
     done = engine.answer(Prompt(ids, len(ids)), ANSWER, record, threading.Event())
     outcome = record.outcome()
     return {"ttft_s": done.first_token_s, "restore_s": outcome.restore_s,
@@ -158,6 +163,27 @@ def _edit(engine: LlamaEngine, ids: list[int], record: Recorder, files: Path) ->
 
 
 _MODES = {"fresh": _fresh, "disk": _disk, "cold": _cold, "edit": _edit}
+
+
+def _resident(info: Any, count: int, kv: str, flash: bool, follow: bool) -> dict[str, float]:
+    """A client process of the resident engine (REPOCTX_HOME set by the parent): the prompt,
+    or (``follow``) another question on it, as a second `repoctx ask` sends it."""
+    from repoctx.resident.client import ResidentEngineFactory
+
+    record = Recorder()
+    ids = prompt_ids(info.vocab_size, count, 7)
+    if follow:
+        ids += prompt_ids(info.vocab_size, FOLLOW_UP_TOKENS, 8)
+    engine = ResidentEngineFactory(kv or None, flash)(info, count + 1024, record)
+    try:
+        figures = _answer(engine, ids, record)
+    finally:
+        engine.close()
+    figures["since_start_s"] = time.time() - _PROCESS_START
+    return figures
+
+
+_PROCESS_START = time.time()
 
 
 def _prefill_only(
@@ -250,37 +276,73 @@ def _blocks(starts: range, move: Any) -> None:
         list(pool.map(lambda pair: move(*pair), enumerate(starts)))
 
 
-_COPY = """
-import json, sys, time
-import torch
-size = int(sys.argv[1])
-if not torch.cuda.is_available():
-    print(json.dumps({})); sys.exit(0)
-host = torch.empty(size, dtype=torch.uint8, pin_memory=True)
-device = torch.empty(size, dtype=torch.uint8, device="cuda")
-figures = {}
-for name, target, source in (("h2d", device, host), ("d2h", host, device)):
-    target.copy_(source); torch.cuda.synchronize()
-    began = time.perf_counter()
-    for _ in range(3):
-        target.copy_(source, non_blocking=True)
-    torch.cuda.synchronize()
-    figures[f"pinned_{name}_gb_s"] = 3 * size / (time.perf_counter() - began) / 1e9
-print(json.dumps(figures))
-"""
+_CUDA_RUNTIMES = ("libcudart.so", "libcudart.so.13", "libcudart.so.12", "libcudart.so.11.0")
+_H2D, _D2H = 1, 2  # cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost
+
+
+def _cuda_runtime() -> ctypes.CDLL | None:
+    """The CUDA runtime that llama.cpp's CUDA backend links against, if this machine has one."""
+    names = [ctypes.util.find_library("cudart"), *_CUDA_RUNTIMES]
+    names += [str(p) for p in Path("/usr/local/cuda/lib64").glob("libcudart.so*")]
+    for name in filter(None, names):
+        try:
+            return ctypes.CDLL(name)
+        except OSError:
+            continue
+    return None
 
 
 def pinned_copy_speed(size: int) -> dict[str, float]:
-    """Host<->device copies from page-locked memory (PyTorch, when the machine has it and a
-    GPU): the limit for moving a state in and out of the context."""
+    """Host<->device copies of ``size`` bytes from page-locked memory, measured in a process of
+    its own (the CUDA context it creates goes with it): the bus's limit for moving a state in
+    and out of the context. Empty without a CUDA runtime or a GPU."""
     import subprocess
 
+    code = "import sys; from repoctx.bench_measure import copy_main; copy_main(int(sys.argv[1]))"
     try:
-        done = subprocess.run([sys.executable, "-c", _COPY, str(size)], capture_output=True,
+        done = subprocess.run([sys.executable, "-c", code, str(size)], capture_output=True,
                               text=True, timeout=300)  # fmt: skip
     except (OSError, subprocess.SubprocessError):
         return {}
-    if done.returncode != 0:
+    if done.returncode != 0 or not done.stdout.strip():
         return {}
     figures: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
     return figures
+
+
+def copy_main(size: int) -> None:
+    print(json.dumps(_pinned_copies(size)))
+
+
+def _pinned_copies(size: int) -> dict[str, float]:
+    """cudaMallocHost and cudaMemcpy of ``size`` bytes each way, best of three."""
+    cuda = _cuda_runtime()
+    if cuda is None:
+        return {}
+    host, device = ctypes.c_void_p(), ctypes.c_void_p()
+    if cuda.cudaMallocHost(ctypes.byref(host), ctypes.c_size_t(size)) != 0:
+        return {}
+    try:
+        if cuda.cudaMalloc(ctypes.byref(device), ctypes.c_size_t(size)) != 0:
+            return {}
+        try:
+            ctypes.memset(host, 1, size)  # touched, as a state's image is
+            return {f"pinned_{name}_gb_s": size / _best_copy(cuda, kind, host, device, size) / 1e9
+                    for name, kind in (("h2d", _H2D), ("d2h", _D2H))}  # fmt: skip
+        finally:
+            cuda.cudaFree(device)
+    finally:
+        cuda.cudaFreeHost(host)
+
+
+def _best_copy(
+    cuda: ctypes.CDLL, kind: int, host: ctypes.c_void_p, device: ctypes.c_void_p, size: int
+) -> float:
+    target, source = (device, host) if kind == _H2D else (host, device)
+    times = []
+    for _ in range(3):
+        began = time.perf_counter()
+        if cuda.cudaMemcpy(target, source, ctypes.c_size_t(size), kind) != 0:
+            raise RuntimeError("cudaMemcpy failed")
+        times.append(time.perf_counter() - began)
+    return min(times)
