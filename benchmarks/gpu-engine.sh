@@ -10,7 +10,8 @@ if [ ! -f /tmp/site/llama_cpp/__init__.py ]; then
   start=$(date +%s)
   rm -rf /tmp/site /tmp/llbuild
   CMAKE_ARGS="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=90 -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TOOLS=ON \
--DLLAMA_BUILD_COMMON=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_SERVER=OFF" CMAKE_BUILD_PARALLEL_LEVEL=16 \
+-DLLAMA_BUILD_COMMON=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_SERVER=OFF -DCMAKE_C_FLAGS=-mno-amx-int8 \
+-DCMAKE_CXX_FLAGS=-mno-amx-int8" CMAKE_BUILD_PARALLEL_LEVEL=16 \
     python3 -m pip install -q --no-build-isolation --no-deps --no-index --target /tmp/site \
     -C build-dir=/tmp/llbuild .gpu-carry/llama_cpp_python-*.tar.gz .gpu-carry/whl/*.whl \
     > "$out/build.log" 2>&1 || { tail -50 "$out/build.log"; exit 1; }
