@@ -3,9 +3,14 @@ from __future__ import annotations
 import pickle
 
 import pytest
+from repo_helpers import MakeRepo
 
+from repoctx.cache import ContentCache
+from repoctx.config import Settings
+from repoctx.graph import backward_violations
 from repoctx.languages import get_language
 from repoctx.languages.base import ImportRef, RepoIndex
+from repoctx.pipeline import PackResult, build_pack
 
 PY = get_language("python")
 
@@ -173,6 +178,107 @@ def test_other_root_resolves_absolute_but_not_relative() -> None:
 def test_never_resolves_to_the_importer() -> None:
     index = make_index(FLAT)
     assert resolve_all("import pkg.a", "pkg/a.py", index) == ["pkg/__init__.py"]
+
+
+# --- a dialect package in miniature (SQLAlchemy's lib/sqlalchemy/dialects/mysql) -------------
+
+LIB = "lib/sqlalchemy"
+MYSQL = f"{LIB}/dialects/mysql"
+DIALECT_PACKAGE = {
+    f"{LIB}/__init__.py": "from . import util\nfrom .sql import select\n",
+    f"{LIB}/util.py": "def warn(message: str) -> None:\n    print(message)\n",
+    f"{LIB}/sql/__init__.py": "from .expression import select\n",
+    f"{LIB}/sql/expression.py": "def select() -> str:\n    return 'SELECT'\n",
+    f"{LIB}/dialects/__init__.py": "from .. import util\n",
+    f"{MYSQL}/__init__.py": "from . import base, mysqldb\nfrom .base import BIGINT\n",
+    f"{MYSQL}/base.py": "from ... import util\nfrom ...sql import expression\n\n"
+    "class BIGINT:\n    pass\n\nclass MySQLDialect:\n    pass\n",
+    f"{MYSQL}/mysqldb.py": "from .base import MySQLDialect\n\n"
+    "class MySQLDialect_mysqldb(MySQLDialect):\n    pass\n",
+}
+# As in SQLAlchemy's postgresql dialect: the package binds a name that its base module imports
+# back, so the package and the modules it imports form one import cycle.
+CYCLIC_DIALECT_PACKAGE = {
+    **DIALECT_PACKAGE,
+    f"{MYSQL}/__init__.py": "from . import array as arraylib\nfrom . import base, mysqldb\n"
+    "from .base import BIGINT\n",
+    f"{MYSQL}/array.py": "class ARRAY:\n    pass\n",
+    f"{MYSQL}/base.py": "from ... import util\nfrom ...sql import expression\n"
+    "from . import arraylib as _array\n\nclass BIGINT:\n    pass\n\n"
+    "class MySQLDialect:\n    pass\n",
+}
+
+
+def resolved_edges(files: dict[str, str]) -> dict[str, list[str]]:
+    """Importer -> the files it imports, each once, in the order of its imports."""
+    index = make_index(files)
+    return {path: list(dict.fromkeys(resolve_all(src, path, index))) for path, src in files.items()}
+
+
+def pack_order(result: PackResult) -> list[str]:
+    return [segment.file.path for segment in result.pack.segments]
+
+
+def test_relative_imports_of_a_dialect_package_resolve_like_python() -> None:
+    edges = resolved_edges(DIALECT_PACKAGE)
+    assert edges[f"{MYSQL}/__init__.py"] == [f"{MYSQL}/base.py", f"{MYSQL}/mysqldb.py"]
+    assert edges[f"{MYSQL}/mysqldb.py"] == [f"{MYSQL}/base.py"]
+    assert edges[f"{MYSQL}/base.py"] == [
+        f"{LIB}/util.py",
+        f"{LIB}/sql/__init__.py",
+        f"{LIB}/sql/expression.py",
+    ]
+    assert edges[f"{LIB}/dialects/__init__.py"] == [f"{LIB}/util.py"]
+    assert edges[f"{LIB}/__init__.py"] == [f"{LIB}/util.py", f"{LIB}/sql/__init__.py"]
+
+
+def test_a_name_the_package_binds_makes_its_base_module_import_the_package() -> None:
+    edges = resolved_edges(CYCLIC_DIALECT_PACKAGE)
+    assert edges[f"{MYSQL}/__init__.py"] == [
+        f"{MYSQL}/array.py",
+        f"{MYSQL}/base.py",
+        f"{MYSQL}/mysqldb.py",
+    ]
+    assert f"{MYSQL}/__init__.py" in edges[f"{MYSQL}/base.py"]
+
+
+def test_dialect_package_packs_its_modules_before_the_package(make_repo: MakeRepo) -> None:
+    result = build_pack([make_repo(DIALECT_PACKAGE)], Settings(), ContentCache.memory())
+    order = pack_order(result)
+    assert result.ordering.cycles == ()
+    assert backward_violations(result.ordering.order, result.graph, ()) == []
+    assert order.index(f"{LIB}/util.py") < order.index(f"{LIB}/dialects/__init__.py")
+    assert order.index(f"{LIB}/sql/expression.py") < order.index(f"{MYSQL}/base.py")
+    assert order.index(f"{MYSQL}/base.py") < order.index(f"{MYSQL}/mysqldb.py")
+    assert order.index(f"{MYSQL}/mysqldb.py") < order.index(f"{MYSQL}/__init__.py")
+
+
+@pytest.mark.parametrize(
+    "later_commits",
+    [
+        pytest.param([], id="one-commit"),
+        pytest.param(
+            [
+                ({f"{MYSQL}/mysqldb.py": CYCLIC_DIALECT_PACKAGE[f"{MYSQL}/mysqldb.py"] + "#\n"}, 1),
+                ({f"{MYSQL}/base.py": CYCLIC_DIALECT_PACKAGE[f"{MYSQL}/base.py"] + "#\n"}, 2),
+            ],
+            id="modules-changed-after-the-package",
+        ),
+    ],
+)
+def test_inside_a_package_cycle_imported_modules_still_come_first(
+    make_repo: MakeRepo, later_commits: list[tuple[dict[str, str], int]]
+) -> None:
+    commits = [(files, 1_700_000_000 + n) for files, n in later_commits]
+    repo = make_repo(CYCLIC_DIALECT_PACKAGE, commits=commits)
+    result = build_pack([repo], Settings(), ContentCache.memory())
+    order = pack_order(result)
+    cycle = {f"proj/{MYSQL}/{name}" for name in ("__init__.py", "base.py", "mysqldb.py")}
+    assert [set(c) for c in result.ordering.cycles] == [cycle]
+    assert backward_violations(result.ordering.order, result.graph, result.ordering.cycles) == []
+    assert order.index(f"{MYSQL}/array.py") < order.index(f"{MYSQL}/base.py")
+    assert order.index(f"{MYSQL}/base.py") < order.index(f"{MYSQL}/mysqldb.py")
+    assert order.index(f"{MYSQL}/mysqldb.py") < order.index(f"{MYSQL}/__init__.py")
 
 
 # --- reduce -----------------------------------------------------------------------------------
