@@ -16,8 +16,10 @@ from repoctx.console import StderrEvents
 from repoctx.errors import UsageError
 from repoctx.fsutil import atomic_write
 from repoctx.graph import backward_violations
+from repoctx.pack import Pack
 from repoctx.paths import user_path
 from repoctx.pipeline import PackResult, build_pack
+from repoctx.rules import TRACKED_IN_GENERATED_FOLDER
 
 
 def run_pack(
@@ -110,12 +112,38 @@ def print_stats(console: Console, result: PackResult, output: Path | None) -> No
         console.print(_omitted_table(result))
     summary = (
         f"{len(pack.segments):,} files packed ({len(pack.reduced):,} reduced), "
-        f"{len(pack.omitted):,} omitted; {pack.tokens:,} of {pack.budget:,} tokens "
+        f"{len(pack.omitted):,} omitted; {_tokens_of_budget(pack)} "
         f"({result.model.path.name}); {sum(result.timings.values()):.2f} s"
     )
     if output is not None:
         summary += f"; written to {output}"
     console.print(summary)
+    demoted = _tracked_in_generated_folders(result)
+    if demoted:
+        console.print(demoted, markup=False)
+
+
+def _tokens_of_budget(pack: Pack) -> str:
+    if pack.fitted_tokens is None:
+        return f"{pack.tokens:,} of {pack.budget:,} tokens"
+    return (
+        f"{pack.tokens:,} tokens as {pack.format}, fitted on the xml the model sees: "
+        f"{pack.fitted_tokens:,} of {pack.budget:,} tokens"
+    )
+
+
+def _tracked_in_generated_folders(result: PackResult) -> str:
+    """The note on tracked files that a folder pattern of rules.generated would have skipped."""
+    kept = [f.key for f in result.snapshot.files if f.kind_detail == TRACKED_IN_GENERATED_FOLDER]
+    if not kept:
+        return ""
+    packed = [s for s in result.pack.segments if s.file.kind_detail == TRACKED_IN_GENERATED_FOLDER]
+    shown = ", ".join(kept[:3]) + (", ..." if len(kept) > 3 else "")
+    return (
+        f"{len(kept):,} files git tracks in folders that rules.generated matches (build/, "
+        f"dist/...), such as {shown}, are kept as generated files, the first shed over budget: "
+        f"{len(packed):,} of them packed"
+    )
 
 
 def _language_table(result: PackResult) -> Table:

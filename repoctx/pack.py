@@ -1,14 +1,21 @@
 """Fitting ordered files into a token budget, and the pack that results.
 
-Over budget, the pack keeps its order and sheds the least useful content first: generated,
-data and vendored files, then tests, docs and examples, then source files are reduced to their
-signatures, then files are dropped. Within a stage, files that fewer files import go first, and
-of those the largest. Every file not packed whole is in ``Pack.omitted`` or ``Pack.reduced``
-with its reason; the total never exceeds the budget.
+Over budget, the pack keeps its order and sheds what is worth least to a reader first:
+generated, data and vendored files, then tests, docs and examples, then config files (build
+files, CI, dotfiles), then source files are reduced to their signatures, then dropped. Within a
+stage, a file that takes over half the budget goes first (it would crowd out the rest); then
+files that fewer files import, and of those the largest. Then what was shed comes back, most
+useful first (source files that many others import before the rest, config before tests and
+docs), whole where it fits, else as signatures. Every file not packed whole is in
+``Pack.omitted`` or ``Pack.reduced`` with its reason; the total never exceeds the budget.
+
+The fit counts one rendering, the text the model sees (xml); ``view`` renders the same choice
+of files in another format.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -18,6 +25,12 @@ from repoctx.snapshot import FileKind, SourceFile
 
 DROP_FIRST = frozenset({FileKind.GENERATED, FileKind.DATA, FileKind.VENDORED})
 DROP_SECOND = frozenset({FileKind.TEST, FileKind.DOCS, FileKind.EXAMPLE})
+DROP_THIRD = frozenset({FileKind.CONFIG})
+SHED_ORDER = (DROP_FIRST, DROP_SECOND, DROP_THIRD)  # then source and any other kind
+OVERSIZED_SHARE = 2  # a file over 1/2 of the budget is shed first within its stage
+DROPPED = "dropped to fit the budget: {kind} file"
+REDUCED = "reduced to signatures to fit the budget"
+OVER_HALF = "over half the budget"
 
 
 @dataclass(frozen=True)
@@ -53,6 +66,9 @@ class Pack:
     footer_tokens: int
     omitted: tuple[Omission, ...]  # not packed: skipped by the scan or dropped for the budget
     reduced: tuple[Omission, ...] = field(default=())  # packed as signatures only
+    listed: tuple[str, ...] = ()  # files dropped for the budget that the footer names
+    unlisted: int = 0  # files dropped for the budget that it only counts
+    fitted_tokens: int | None = None  # a view: the tokens of the xml the budget was fitted on
 
     @property
     def text(self) -> str:
@@ -100,10 +116,11 @@ class _FitState:
             raise BudgetTooSmallError(budget, self.header_tokens + self.close_empty)
         self.current: dict[str, Segment] = {s.file.key: s for s in inputs.segments}
         self.full: dict[str, Segment] = dict(self.current)
-        self.dropped: dict[str, str] = {}  # in the order they were dropped
+        self.dropped: dict[str, str] = {}  # why each dropped file was dropped
         self.smaller: dict[str, Segment] = {}  # signature versions made so far
         self.listed: dict[str, int] = {}  # dropped files named in the footer, and their cost
         self.body_tokens = sum(s.tokens for s in inputs.segments)
+        self.position = {s.file.key: i for i, s in enumerate(inputs.segments)}
         self._more_cost: dict[int, int] = {}
 
     def _more_tokens(self, unlisted: int) -> int:
@@ -126,12 +143,11 @@ class _FitState:
     def shed(self) -> None:
         if self.total() <= self.budget:
             return
-        kinds_first = self._victims(lambda s: s.file.kind in DROP_FIRST)
-        self._drop_all(kinds_first, "dropped to fit the budget: {kind} file")
-        kinds_second = self._victims(lambda s: s.file.kind in DROP_SECOND)
-        self._drop_all(kinds_second, "dropped to fit the budget: {kind} file")
+        self._drop_all(self._victims(lambda s: s.file.kind in DROP_FIRST))
+        self._drop_all(self._victims(lambda s: s.file.kind in DROP_SECOND))
+        self._drop_all(self._victims(lambda s: s.file.kind in DROP_THIRD))
         self._reduce_until_fits()
-        self._drop_all(self._victims(lambda s: True), "dropped to fit the budget")
+        self._drop_all(self._victims(lambda s: True))
         self._refill()
         if self.total() > self.budget:
             raise BudgetTooSmallError(self.budget, self.total() - self.body_tokens)
@@ -146,36 +162,49 @@ class _FitState:
                 del self.listed[key]
                 return
 
-    def _victims(self, wanted: Callable[[Segment], bool]) -> list[Segment]:
-        position = {s.file.key: i for i, s in enumerate(self.inputs.segments)}
-        chosen = [s for s in self.current.values() if wanted(s)]
-        dependents = self.inputs.dependents
-        chosen.sort(key=lambda s: (dependents.get(s.file.key, 0), -s.tokens, -position[s.file.key]))
-        return chosen
+    def _oversized(self, segment: Segment) -> bool:
+        return segment.tokens * OVERSIZED_SHARE > self.budget
 
-    def _drop_all(self, victims: list[Segment], reason: str) -> None:
+    def _worth(self, segment: Segment) -> tuple[int, bool, int, int, int]:
+        """What ``segment`` is worth to a reader, for sorting: least first."""
+        key = segment.file.key
+        kind = segment.file.kind
+        stage = next((n for n, kinds in enumerate(SHED_ORDER) if kind in kinds), len(SHED_ORDER))
+        dependents = self.inputs.dependents.get(key, 0)
+        return (
+            stage,
+            not self._oversized(segment),
+            dependents,
+            -segment.tokens,
+            -self.position[key],
+        )
+
+    def _victims(self, wanted: Callable[[Segment], bool]) -> list[Segment]:
+        """The packed files ``wanted`` picks, in the order to shed them."""
+        return sorted((s for s in self.current.values() if wanted(s)), key=self._worth)
+
+    def _put(self, key: str, segment: Segment | None) -> None:
+        """``segment`` in the pack for ``key`` (None: out of it), keeping the body's count."""
+        previous = self.current.pop(key, None)
+        if previous is not None:
+            self.body_tokens -= previous.tokens
+        if segment is not None:
+            self.current[key] = segment
+            self.body_tokens += segment.tokens
+
+    def _drop_all(self, victims: list[Segment]) -> None:
         for segment in victims:
             if self.total() <= self.budget:
                 return
             key = segment.file.key
-            del self.current[key]
-            self.body_tokens -= segment.tokens
-            self.dropped[key] = reason.format(kind=segment.file.kind.value)
+            self._put(key, None)
+            self.dropped[key] = self._drop_reason(segment)
 
-    def _refill(self) -> None:
-        """Put dropped files back, most useful first, wherever they still fit whole or as
-        signatures: dropping a large file can leave room for smaller ones."""
-        for key in reversed(list(self.dropped)):
-            options = [self.full[key], self.smaller.get(key)]
-            for segment in (option for option in options if option is not None):
-                reason = self.dropped.pop(key)
-                self.current[key] = segment
-                self.body_tokens += segment.tokens
-                if self.total() <= self.budget:
-                    break
-                del self.current[key]
-                self.body_tokens -= segment.tokens
-                self.dropped[key] = reason
+    def _drop_reason(self, segment: Segment) -> str:
+        reason = DROPPED.format(kind=segment.file.kind.value)
+        if not self._oversized(segment):
+            return reason
+        return f"{reason}, {OVER_HALF}" + (" even as signatures" if segment.reduced else "")
 
     def _reduce_until_fits(self) -> None:
         if self.total() <= self.budget:
@@ -191,17 +220,39 @@ class _FitState:
                 smaller = reduced.get(segment.file.key)
                 if smaller is not None and smaller.tokens < segment.tokens:
                     self.smaller[segment.file.key] = smaller
-                    self.current[segment.file.key] = smaller
-                    self.body_tokens -= segment.tokens - smaller.tokens
+                    self._put(segment.file.key, smaller)
+
+    def _refill(self) -> None:
+        """Bring shed files back, most useful first, whole where they fit, else a dropped file
+        as signatures: dropping a large file can leave room for smaller ones. A file is ranked
+        by its smallest form, so a central file that fits as signatures comes back early."""
+        shed = [key for key in self.full if key in self.dropped or self.current[key].reduced]
+        shed.sort(key=lambda key: self._worth(self.smaller.get(key, self.full[key])), reverse=True)
+        for key in shed:
+            options = [self.full[key]]
+            if key in self.dropped and key in self.smaller:
+                options.append(self.smaller[key])
+            for segment in options:
+                if self._fits_instead(key, segment):
+                    break
+
+    def _fits_instead(self, key: str, segment: Segment) -> bool:
+        """Put ``segment`` in for ``key`` if the total stays within the budget."""
+        previous = self.current.get(key)
+        reason = self.dropped.pop(key, None)
+        self._put(key, segment)
+        if self.total() <= self.budget:
+            return True
+        self._put(key, previous)
+        if reason is not None:
+            self.dropped[key] = reason
+        return False
 
     def _footer(self) -> str:
-        renderer = self.inputs.renderer
-        if not self.dropped:
-            return renderer.footer_close(False)
-        unlisted = len(self.dropped) - len(self.listed)
-        more = renderer.footer_more(unlisted) if unlisted else ""
-        lines = "".join(renderer.footer_line(key) for key in self.listed)
-        return renderer.footer_open() + lines + more + renderer.footer_close(True)
+        return _footer(self.inputs.renderer, tuple(self.listed), self._unlisted())
+
+    def _unlisted(self) -> int:
+        return len(self.dropped) - len(self.listed)
 
     def pack(self) -> Pack:
         order = [s.file.key for s in self.inputs.segments]
@@ -214,7 +265,7 @@ class _FitState:
         reduced = [
             Omission(
                 s.file.key,
-                "reduced to signatures to fit the budget",
+                self._reduce_reason(self.full[s.file.key]),
                 s.file.size,
                 self.full[s.file.key].tokens,
                 detail=f"{s.tokens} tokens as signatures",
@@ -233,7 +284,47 @@ class _FitState:
             footer_tokens=self.footer_tokens(),
             omitted=tuple(omitted),
             reduced=tuple(reduced),
+            listed=tuple(self.listed),
+            unlisted=self._unlisted(),
         )
+
+    def _reduce_reason(self, whole: Segment) -> str:
+        return f"{REDUCED}: whole, it is {OVER_HALF}" if self._oversized(whole) else REDUCED
+
+
+def _footer(renderer: Renderer, listed: Sequence[str], unlisted: int) -> str:
+    if not listed and not unlisted:
+        return renderer.footer_close(False)
+    more = renderer.footer_more(unlisted) if unlisted else ""
+    lines = "".join(renderer.footer_line(key) for key in listed)
+    return renderer.footer_open() + lines + more + renderer.footer_close(True)
+
+
+def view(
+    pack: Pack,
+    renderer: Renderer,
+    root_names: list[str],
+    segments: Mapping[str, Segment],
+    count: Callable[[Sequence[str]], list[int]],
+) -> Pack:
+    """``pack`` in the format of ``renderer``: the same files, whole or as signatures, and the
+    same footer. ``segments`` holds each packed file rendered and counted that way. The counts
+    are of the view's own text; ``fitted_tokens`` keeps the count the budget was fitted on."""
+    header = renderer.header(root_names)
+    footer = _footer(renderer, pack.listed, pack.unlisted)
+    header_tokens, footer_tokens = count([header, footer])
+    chosen = tuple(segments[s.file.key] for s in pack.segments)
+    return dataclasses.replace(
+        pack,
+        format=renderer.name,
+        header=header,
+        segments=chosen,
+        footer=footer,
+        tokens=header_tokens + sum(s.tokens for s in chosen) + footer_tokens,
+        header_tokens=header_tokens,
+        footer_tokens=footer_tokens,
+        fitted_tokens=pack.tokens if pack.fitted_tokens is None else pack.fitted_tokens,
+    )
 
 
 def _fixed_counts(inputs: PackInputs) -> tuple[int, int, int]:

@@ -1,6 +1,10 @@
 """The one place that composes the packing stages:
 
-roots --scan--> Snapshot --deps--> DepGraph --order--> files --tokens/fit--> Pack
+roots --scan--> Snapshot --deps--> DepGraph --order--> files --tokens/fit--> Pack (--> view)
+
+The budget is about the text the model sees, the xml rendering: the fit always counts that one.
+Another format (markdown) is a view of the same pack: the same files, whole or as signatures,
+rendered and counted in that format.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from repoctx.graph import DepGraph, Ordering, order_files
 from repoctx.languages import get_language
 from repoctx.modelfile import ModelInfo, read_model_info
 from repoctx.models import resolve_model_path
-from repoctx.pack import Omission, Pack, PackInputs, Segment, fit
+from repoctx.pack import Omission, Pack, PackInputs, Segment, fit, view
 from repoctx.render import RENDERERS, Renderer
 from repoctx.rules import Rules
 from repoctx.scan import ScanOptions, scan
@@ -28,6 +32,7 @@ from repoctx.snapshot import Snapshot, SourceFile
 from repoctx.tokens import Tokenizer, load_tokenizer
 
 SIGNATURES_NAMESPACE = "signatures:v1"
+FITTED_FORMAT = "xml"  # what the model sees, so what the budget is about
 
 
 def default_reserve(context_length: int) -> int:
@@ -98,7 +103,7 @@ def build_pack(
     imports = start_import_scan(plan.todo, cache, on_event)
     tokenizer = tokenizer or load_tokenizer(model.path, on_event)
     watch.lap("tokenizer")
-    renderer = RENDERERS["markdown" if settings.format == "markdown" else "xml"]
+    renderer = RENDERERS[FITTED_FORMAT]
     counter = _SegmentCounter(tokenizer, cache, renderer, on_event)
     segments = counter.full_segments(snapshot.files)
     watch.lap("tokens")
@@ -117,8 +122,23 @@ def build_pack(
     pack = fit(inputs, budget)
     if not tokenizer.additive:
         pack = _fit_whole_text(inputs, budget, pack, tokenizer)
+    if settings.format in RENDERERS and settings.format != FITTED_FORMAT:
+        viewer = _SegmentCounter(tokenizer, cache, RENDERERS[settings.format], on_event)
+        pack = _view(pack, inputs.root_names, viewer)
     watch.lap("fit")
     return PackResult(snapshot, graph, ordering, pack, model, watch.timings)
+
+
+def _view(pack: Pack, root_names: list[str], viewer: _SegmentCounter) -> Pack:
+    """The fitted ``pack`` rendered and counted by ``viewer``'s renderer."""
+    segments = {
+        **viewer.full_segments([s.file for s in pack.segments if not s.reduced]),
+        **viewer.reduced_segments([s.file for s in pack.segments if s.reduced]),
+    }
+    shown = view(pack, viewer.renderer, root_names, segments, viewer.tokenizer.count_many)
+    if viewer.tokenizer.additive:
+        return shown
+    return dataclasses.replace(shown, tokens=viewer.tokenizer.count(shown.text))
 
 
 def _fit_whole_text(inputs: PackInputs, budget: int, pack: Pack, tokenizer: Tokenizer) -> Pack:

@@ -5,7 +5,8 @@ Listing. In a git work tree the files are exactly what git lists: tracked files 
 are left out. Elsewhere the folder is walked with ``os.scandir``, applying nested .gitignore
 files with git's semantics and never entering .git, .hg or .svn. Either way, nested
 ``.repoctxignore`` files and ``--exclude`` patterns (gitignore semantics, root-relative) then
-mark files IGNORED, as does ``--include`` for files it does not match.
+mark files IGNORED, as does ``--include`` for files it does not match. Whether git tracks a
+file reaches the rules: a tracked file in a ``build/``-like folder is demoted, not skipped.
 
 Reading. Only regular files are opened, once each. A symlink whose target lies inside the root
 is followed (the link's path, the target's content and that content's blob id); a folder
@@ -44,7 +45,7 @@ from repoctx.events import EventSink, Notice, Progress, ignore_events
 from repoctx.ignore import compile_patterns
 from repoctx.languages import language_for_path
 from repoctx.paths import user_path
-from repoctx.rules import Classifier, PathClass, Rules, decode_text
+from repoctx.rules import BULK_KINDS, Classifier, PathClass, Rules, decode_text
 from repoctx.snapshot import RootSnapshot, SkippedFile, SkipReason, Snapshot, SourceFile
 
 NEWEST = gitinfo.NEWEST
@@ -71,6 +72,7 @@ class _Candidate(NamedTuple):
     last_changed: int = 0
     skip: SkipReason | None = None
     detail: str = ""
+    tracked: bool = False  # git tracks it: folder patterns of rules.generated only demote it
 
 
 @dataclass
@@ -215,7 +217,7 @@ def _list_git(
         elif path not in files.deleted:
             trusted = mode != gitinfo.SYMLINK_MODE and path not in files.changed
             last = NEWEST if path in files.dirty else times.get(path, 0)
-            candidates.append(_Candidate(path, blob if trusted else None, last))
+            candidates.append(_Candidate(path, blob if trusted else None, last, tracked=True))
     candidates += [_Candidate(path, None, NEWEST) for path in files.untracked]
     for path in files.nested:
         candidates.append(_Candidate(path, skip=SkipReason.SUBMODULE, detail="nested repository"))
@@ -274,7 +276,6 @@ class _Reader:
         self.real = str(listing.path)
         self.base = self.real + os.sep
         self.classifier = classifier
-        self.max_bytes = classifier.rules.max_file_bytes
         self.files: list[SourceFile] = []
         self.skipped: list[SkippedFile] = []
         self.unreadable: list[str] = []
@@ -309,15 +310,27 @@ class _Reader:
             info, blob = followed, None
         if not stat.S_ISREG(info.st_mode):
             return self._skip(path, SkipReason.NOT_A_FILE, 0, _file_type(info.st_mode))
-        verdict = self.classifier.classify(path)
+        verdict = self.classifier.classify(path, candidate.tracked)
         size = info.st_size
         if verdict.skip is not None:
             return self._skip(path, verdict.skip, size, verdict.detail)
-        if size > self.max_bytes and not verdict.keep:
-            return self._skip(path, SkipReason.TOO_LARGE, size, f"over {self.max_bytes} bytes")
+        limit = self._size_limit(verdict)
+        if size > limit and not verdict.keep:
+            return self._skip(path, SkipReason.TOO_LARGE, size, self._limit_detail(limit))
         if size == 0:
             return self._skip(path, SkipReason.EMPTY)
         return self._read(candidate, full, verdict, blob)
+
+    def _size_limit(self, verdict: PathClass) -> int:
+        rules = self.classifier.rules
+        if verdict.kind in BULK_KINDS:
+            return min(rules.max_bulk_file_bytes, rules.max_file_bytes)
+        return rules.max_file_bytes
+
+    def _limit_detail(self, limit: int) -> str:
+        if limit < self.classifier.rules.max_file_bytes:
+            return f"over {limit} bytes (rules.max_bulk_file_bytes)"
+        return f"over {limit} bytes (rules.max_file_bytes)"
 
     def _follow(self, path: str, full: str) -> os.stat_result | SkippedFile:
         """The status of a symlink's target when it is a file inside the root (and not inside
@@ -356,9 +369,10 @@ class _Reader:
             blob = gitinfo.blob_id(data)
             self.hashed += 1
         language = language_for_path(path)
-        name = self.listing.name
-        last = candidate.last_changed
-        return SourceFile(name, path, blob, len(data), text, language, verdict.kind, last, encoding)
+        name, size, last = self.listing.name, len(data), candidate.last_changed
+        return SourceFile(
+            name, path, blob, size, text, language, verdict.kind, last, encoding, verdict.detail
+        )
 
     def _unreadable(self, path: str, error: OSError) -> SkippedFile:
         self.unreadable.append(path)

@@ -51,6 +51,7 @@ class SourceFile:
     kind: FileKind
     last_changed: int  # unix time of the last commit that touched it; see scan for untracked
     encoding: str = "utf-8"
+    kind_detail: str = ""  # the rule that gave it its kind ("rules.docs"), "" for plain source
 
     @property
     def key(self) -> str:

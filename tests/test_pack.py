@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pytest
 from repo_helpers import LLAMA3_VOCAB, MakeRepo, git, write_files
+from rich.console import Console
 
 from repoctx.cache import ContentCache
-from repoctx.config import Settings
+from repoctx.cli_pack import pack_json, print_stats
+from repoctx.config import FORMATS, Settings
 from repoctx.errors import BudgetTooSmallError, NothingToPackError, UsageError
 from repoctx.graph import backward_violations
 from repoctx.pipeline import PackResult, build_pack
+from repoctx.snapshot import FileKind
 from repoctx.tokens import load_tokenizer
 
 APP = {
@@ -146,9 +150,17 @@ def test_over_budget_the_pack_sheds_the_least_useful_content_first(make_repo: Ma
         }
     tight = pack([repo], budget=400).pack
     reasons = {o.key: o.reason for o in tight.omitted}
-    assert reasons["proj/data/prices.csv"] == "dropped to fit the budget: data file"
-    assert reasons["proj/docs/guide.md"] == "dropped to fit the budget: docs file"
-    assert all(o.reason == "reduced to signatures to fit the budget" for o in tight.reduced)
+    assert reasons["proj/data/prices.csv"] == (
+        "dropped to fit the budget: data file, over half the budget"
+    )
+    assert reasons["proj/docs/guide.md"] == (
+        "dropped to fit the budget: docs file, over half the budget"
+    )
+    reduced = {o.key: o.reason for o in tight.reduced}
+    assert reduced["proj/src/shop/big.py"] == (
+        "reduced to signatures to fit the budget: whole, it is over half the budget"
+    )
+    assert all(r.startswith("reduced to signatures to fit the budget") for r in reduced.values())
 
 
 def test_reduced_files_keep_their_signatures(make_repo: MakeRepo) -> None:
@@ -165,6 +177,150 @@ def test_reduced_files_keep_their_signatures(make_repo: MakeRepo) -> None:
     assert "def add_all(total: int) -> int:" in reduced[0].text
     assert "total += 30" not in reduced[0].text
     assert 'reduced="signatures"' in result.text
+
+
+def _functions(name: str, count: int, body_lines: int) -> str:
+    """``count`` functions whose bodies are ``body_lines`` long: they reduce to far less."""
+    return "".join(
+        f"def {name}_{i}(order: Order) -> int:\n"
+        + "".join(f"    step_{j} = order.quantity * {j} + {i}\n" for j in range(body_lines))
+        + f"    return step_{body_lines - 1}\n\n"
+        for i in range(count)
+    )
+
+
+LEAF_HEADER = "from app.core import Order\nfrom app.models import Item\n\n\n"
+RANKED = {
+    "app/__init__.py": "",
+    "app/core.py": "class Order:\n    def __init__(self, quantity: int) -> None:\n"
+    "        self.quantity = quantity\n",
+    "app/models.py": "from app.core import Order\n\n\nclass Item:\n    order: Order\n",
+    "app/api.py": LEAF_HEADER + _functions("handle", 3, 6),
+    "app/jobs.py": LEAF_HEADER + _functions("run", 3, 6),
+    "app/cli.py": "from app.core import Order\n\n\n" + _functions("command", 3, 6),
+    "tests/test_core.py": "from app.core import Order\n\n\ndef test_order() -> None:\n"
+    "    assert Order(2).quantity == 2\n",
+    ".gitignore": "__pycache__/\n*.egg-info/\n.venv/\ndist/\nbuild/\n.coverage\nhtmlcov/\n",
+    ".github/workflows/ci.yml": "name: CI\non: [push, pull_request]\njobs:\n  test:\n"
+    "    runs-on: ubuntu-latest\n    steps:\n      - uses: actions/checkout@v4\n"
+    "      - uses: actions/setup-python@v5\n        with:\n          python-version: '3.12'\n"
+    "      - run: pip install -e . pytest\n      - run: pytest\n",
+    ".github/FUNDING.yml": "github: [shop-maintainers]\nopen_collective: shop\n"
+    "custom: ['https://example.invalid/donate']\n",
+    ".devcontainer/on-create-command.sh": "#!/bin/bash\nset -e\npython3 -m venv .venv\n"
+    ". .venv/bin/activate\npip install -e '.[dev]'\npre-commit install --install-hooks\n",
+    ".coveragerc": "[run]\nbranch = True\nsource =\n    app\n    tests\n\n[report]\n"
+    "show_missing = True\n",
+    ".editorconfig": "root = true\n\n[*]\nindent_style = space\nindent_size = 4\n"
+    "insert_final_newline = true\ntrim_trailing_whitespace = true\n",
+    "pyproject.toml": "[project]\nname = 'app'\nversion = '1.0'\n\n[tool.pytest.ini_options]\n"
+    "testpaths = ['tests']\n",
+}
+SOURCES = [f"proj/app/{name}.py" for name in ("core", "models", "api", "jobs", "cli")]
+CONFIGS = [f"proj/{path}" for path in RANKED if path.startswith(".") or path == "pyproject.toml"]
+
+
+def test_over_budget_config_files_go_before_source_and_central_source_stays(
+    make_repo: MakeRepo,
+) -> None:
+    repo = make_repo(RANKED)
+    full = pack([repo], budget=1_000_000)
+    kinds = {s.file.key: s.file.kind for s in full.pack.segments}
+    assert all(kinds[key] is FileKind.CONFIG for key in CONFIGS)
+    dependents = full.graph.dependents()
+    assert len(dependents["proj/app/core.py"]) > len(dependents["proj/app/models.py"]) > 0
+    tokens = {s.file.key: s.tokens for s in full.pack.segments}
+    config_tokens = sum(tokens[key] for key in CONFIGS)
+
+    roomy = pack([repo], budget=full.pack.tokens - config_tokens // 2).pack
+    whole = {s.file.key for s in roomy.segments if not s.reduced}
+    assert set(SOURCES) <= whole, "config files go before any source file is reduced"
+    reasons = {o.key: o.reason for o in roomy.omitted}
+    shed = [key for key in CONFIGS if key in reasons]
+    assert shed and all(reasons[key] == "dropped to fit the budget: config file" for key in shed)
+
+    tight = pack([repo], budget=full.pack.tokens // 3).pack
+    packed = {s.file.key: s for s in tight.segments}
+    assert not packed["proj/app/core.py"].reduced and not packed["proj/app/models.py"].reduced
+    assert all(packed[key].reduced for key in ("proj/app/api.py", "proj/app/jobs.py")), (
+        "the leaves come back as signatures before any config file comes back"
+    )
+    assert "proj/app/cli.py" in packed
+    reasons = {o.key: o.reason for o in tight.omitted}
+    for key in ("proj/.github/workflows/ci.yml", "proj/.devcontainer/on-create-command.sh"):
+        assert reasons[key] == "dropped to fit the budget: config file"
+    back = [key for key in CONFIGS if key in packed]
+    assert all(tokens[key] <= tokens[out] for key in back for out in CONFIGS if out in reasons), (
+        "what room is left takes the smallest config files"
+    )
+
+
+def test_a_file_over_half_the_budget_is_shed_first_yet_packed_when_there_is_room(
+    make_repo: MakeRepo,
+) -> None:
+    files = {
+        "app/__init__.py": "",
+        "app/core.py": "class Order:\n    quantity: int\n",
+        "app/engine.py": "from app.core import Order\n\n\n" + _functions("compile", 8, 8),
+        "app/a.py": "from app.engine import compile_0\n",
+        "app/b.py": "from app.engine import compile_1\n",
+        "app/leaf.py": "from app.core import Order\n\n\n" + _functions("leaf", 2, 4),
+        "tests/test_engine.py": "from app.engine import compile_0\n\n\n"
+        + _functions("test", 4, 6).replace("order: Order", ""),
+    }
+    repo = make_repo(files)
+    full = pack([repo], budget=1_000_000).pack
+    tokens = {s.file.key: s.tokens for s in full.segments}
+    engine = "proj/app/engine.py"
+
+    budget = full.tokens - tokens["proj/tests/test_engine.py"] // 2
+    assert tokens[engine] * 2 > budget
+    roomy = pack([repo], budget=budget).pack
+    assert [s.file.key for s in roomy.segments if s.reduced] == []
+    assert engine in {s.file.key for s in roomy.segments}, "it fits, so it stays whole"
+
+    budget = full.tokens - tokens["proj/tests/test_engine.py"] - tokens["proj/app/leaf.py"] // 3
+    assert tokens[engine] * 2 > budget
+    tight = pack([repo], budget=budget).pack
+    reduced = {o.key: o.reason for o in tight.reduced}
+    assert reduced == {
+        engine: "reduced to signatures to fit the budget: whole, it is over half the budget"
+    }, "the oversized file goes first, though three files import it and none imports leaf.py"
+
+
+def test_every_format_is_a_view_of_the_same_fitted_pack(make_repo: MakeRepo) -> None:
+    files = {
+        **APP,
+        "src/shop/pricing.py": "from shop.money import Money\n\n"
+        + _functions("price", 6, 3).replace("order: Order", "value: int"),
+        "docs/guide.md": "# Guide\n\nUse `total()` and ``cart``.\n" * 20,
+        "tests/test_pricing.py": "from shop.pricing import price_1\n\n"
+        + _functions("test", 4, 2).replace("order: Order", ""),
+    }
+    repo = make_repo(files)
+    cache = ContentCache.memory()
+    full = pack([repo], cache, budget=1_000_000).pack
+    saw_reduced = False
+    for budget in (full.tokens * 3 // 4, full.tokens // 2, full.tokens // 3):
+        results = {fmt: pack([repo], cache, budget=budget, format=fmt) for fmt in FORMATS}
+        document = json.loads(pack_json(results["json"]))
+        chosen = {
+            fmt: [(s.file.key, s.reduced) for s in result.pack.segments]
+            for fmt, result in results.items()
+        }
+        chosen["json"] = [(f["path"], f["reduced"]) for f in document["files"]]
+        assert chosen["markdown"] == chosen["xml"] == chosen["json"], budget
+        xml, markdown = results["xml"].pack, results["markdown"].pack
+        assert [o.key for o in markdown.omitted] == [o.key for o in xml.omitted]
+        assert markdown.listed == xml.listed and markdown.unlisted == xml.unlisted
+        assert xml.tokens <= budget and markdown.fitted_tokens == xml.tokens
+        assert markdown.text.startswith("# Repository pack") and "<file path=" not in markdown.text
+        tokenizer = load_tokenizer(results["markdown"].model.path)
+        assert tokenizer.count(markdown.text) == markdown.tokens
+        if xml.reduced:
+            saw_reduced = True
+            assert "(signatures only)" in markdown.text
+    assert saw_reduced
 
 
 def test_a_budget_below_the_fixed_overhead_is_refused(make_repo: MakeRepo) -> None:
@@ -250,3 +406,39 @@ def test_a_sentencepiece_vocabulary_is_counted_on_the_whole_text(make_repo: Make
     for budget in (full.tokens - 1, full.tokens // 2, 300):
         result = pack([repo], model=spm, budget=budget).pack
         assert tokenizer.count(result.text) == result.tokens <= budget
+
+
+def test_tracked_files_in_a_build_folder_are_packed_as_generated_and_stats_say_so(
+    make_repo: MakeRepo,
+) -> None:
+    repo = make_repo(
+        {
+            "doc/build/conf.py": "project = 'shop'\nextensions = ['sphinx.ext.autodoc']\n",
+            "doc/build/index.rst": "Shop\n====\n\n" + "The shop sells things. " * 8 + "\n",
+            "shop.py": "def total(prices: list[int]) -> int:\n    return sum(prices)\n",
+        }
+    )
+    write_files(repo, {"doc/build/draft.rst": "untracked\n"})
+    result = pack([repo], budget=1_000_000)
+    kinds = {s.file.key: s.file.kind for s in result.pack.segments}
+    assert kinds == {
+        "proj/doc/build/conf.py": FileKind.GENERATED,
+        "proj/doc/build/index.rst": FileKind.GENERATED,
+        "proj/shop.py": FileKind.SOURCE,
+    }
+    assert {o.key: o.reason for o in result.pack.omitted} == {
+        "proj/doc/build/draft.rst": "generated"
+    }
+    tight = pack([repo], budget=result.pack.tokens - 20)
+    assert "proj/shop.py" in keys(tight)
+    assert {o.key: o.reason for o in tight.pack.omitted}["proj/doc/build/index.rst"] == (
+        "dropped to fit the budget: generated file"
+    )
+    for shown, packed in ((result, 2), (tight, 1)):
+        text = io.StringIO()
+        print_stats(Console(file=text, width=400), shown, None)
+        assert (
+            "2 files git tracks in folders that rules.generated matches (build/, dist/...), such "
+            "as proj/doc/build/conf.py, proj/doc/build/index.rst, are kept as generated files, "
+            f"the first shed over budget: {packed} of them packed"
+        ) in text.getvalue()

@@ -9,7 +9,13 @@ from pathspec import GitIgnoreSpec
 
 from repoctx.errors import ConfigError
 from repoctx.ignore import FirstMatch
-from repoctx.rules import DEFAULT_MAX_FILE_BYTES, LOCK_FILES, Rules, decode_text
+from repoctx.rules import (
+    DEFAULT_MAX_FILE_BYTES,
+    LOCK_FILES,
+    TRACKED_IN_GENERATED_FOLDER,
+    Rules,
+    decode_text,
+)
 from repoctx.snapshot import FileKind, SkipReason
 
 DEFAULT = Rules().classifier()
@@ -57,6 +63,19 @@ DEFAULT = Rules().classifier()
         ("CMakeLists.txt", FileKind.CONFIG),
         ("requirements-dev.txt", FileKind.CONFIG),
         ("go.mod", FileKind.CONFIG),
+        (".gitignore", FileKind.CONFIG),
+        (".editorconfig", FileKind.CONFIG),
+        (".coveragerc", FileKind.CONFIG),
+        (".pre-commit-config.yaml", FileKind.CONFIG),
+        (".github/FUNDING.yml", FileKind.CONFIG),
+        (".github/CODEOWNERS", FileKind.CONFIG),
+        (".github/actions/setup/index.js", FileKind.CONFIG),
+        (".devcontainer/on-create-command.sh", FileKind.CONFIG),
+        ("web/.eslintrc.js", FileKind.CONFIG),
+        ("requirements/dev.in", FileKind.CONFIG),
+        ("MANIFEST.in", FileKind.CONFIG),
+        ("PKG-INFO", FileKind.CONFIG),
+        (".github/ISSUE_TEMPLATE/bug-report.md", FileKind.DOCS),
         ("notes.txt", FileKind.SOURCE),
         ("scripts/deploy.sh", FileKind.SOURCE),
     ],
@@ -100,6 +119,23 @@ def test_default_kinds(path: str, kind: FileKind) -> None:
 )
 def test_default_skips(path: str, reason: SkipReason) -> None:
     assert DEFAULT.classify(path).skip is reason
+
+
+def test_tracked_files_are_demoted_not_skipped_by_a_generated_folder_alone() -> None:
+    for path in ("doc/build/conf.py", "dist/index.js", "web/__generated__/q.ts"):
+        tracked = DEFAULT.classify(path, tracked=True)
+        assert (tracked.kind, tracked.skip) == (FileKind.GENERATED, None), path
+        assert tracked.detail == TRACKED_IN_GENERATED_FOLDER
+        assert DEFAULT.classify(path).skip is SkipReason.GENERATED, path
+    for path in ("build/app.min.js", "dist/api_pb2.py", "node_modules/x/build/y.js"):
+        assert DEFAULT.classify(path, tracked=True).skip is not None, path
+    custom = Rules.from_mapping({"generated": ["out/**", "*.gen.go", "!out/keep.go"]})
+    classifier = custom.classifier()
+    assert classifier.classify("out/a.go", tracked=True).skip is None
+    assert classifier.classify("out/a.gen.go", tracked=True).skip is SkipReason.GENERATED
+    assert classifier.classify("out/keep.go", tracked=True).kind is FileKind.SOURCE
+    kept = Rules.from_mapping({"skip_generated": False}).classifier().classify("build/a.py")
+    assert (kept.kind, kept.skip, kept.detail) == (FileKind.GENERATED, None, "rules.generated")
 
 
 def test_content_markers_make_a_file_generated() -> None:
@@ -158,7 +194,7 @@ def test_extend_applies_after_replacement_whatever_the_order() -> None:
 
 def test_defaults() -> None:
     rules = Rules()
-    assert rules.max_file_bytes == DEFAULT_MAX_FILE_BYTES == 256 * 1024
+    assert rules.max_file_bytes == DEFAULT_MAX_FILE_BYTES == 4 * 1024 * 1024
     assert rules.skip_generated and rules.skip_vendored
     assert "go.sum" in LOCK_FILES and Rules.from_mapping({}) == rules
 

@@ -23,7 +23,7 @@ from repoctx.errors import (
     UsageError,
 )
 from repoctx.events import Event, Notice, Progress
-from repoctx.rules import Rules
+from repoctx.rules import TRACKED_IN_GENERATED_FOLDER, Rules
 from repoctx.scan import NEWEST, ScanOptions, root_names, scan
 from repoctx.snapshot import FileKind, RootSnapshot, SkippedFile, SkipReason, Snapshot, SourceFile
 
@@ -485,6 +485,47 @@ def test_rules_skip_and_demote_and_can_be_overridden(tmp_path: Path) -> None:
     assert set(reasons(kept)) == {"api_pb2.py", "gen.go"}
 
 
+def test_tracked_files_in_build_folders_are_demoted_not_skipped(tmp_path: Path) -> None:
+    sources = {
+        "doc/build/conf.py": "project = 'x'\n",
+        "doc/build/index.rst": "Welcome\n=======\n",
+        "dist/cli.js": "export const run = () => 1\n",
+        "build/app.min.js": "var a=1;\n",
+        "lib/x.py": "X = 1\n",
+    }
+    repo = new_repo(tmp_path / "proj", sources)
+    write(repo, {"doc/build/new.rst": "untracked\n", "dist/fresh.js": "untracked\n"})
+    snapshot = scan([repo])
+    found = files_of(snapshot)
+    for path in ("doc/build/conf.py", "doc/build/index.rst", "dist/cli.js"):
+        assert found[path].kind is FileKind.GENERATED, path
+        assert found[path].kind_detail == TRACKED_IN_GENERATED_FOLDER, path
+    assert found["lib/x.py"].kind is FileKind.SOURCE and found["lib/x.py"].kind_detail == ""
+    assert reasons(snapshot) == {
+        "build/app.min.js": SkipReason.GENERATED,  # its name says generated, not its folder
+        "doc/build/new.rst": SkipReason.GENERATED,
+        "dist/fresh.js": SkipReason.GENERATED,
+    }
+    plain = tmp_path / "plain"
+    write(plain, sources)
+    assert reasons(scan([plain])) == dict.fromkeys(
+        ["build/app.min.js", "dist/cli.js", "doc/build/conf.py", "doc/build/index.rst"],
+        SkipReason.GENERATED,
+    )
+    assert set(files_of(scan([repo], ScanOptions(use_git=False)))) == {"lib/x.py"}
+
+
+def test_a_large_source_file_passes_the_default_byte_guard(tmp_path: Path) -> None:
+    compiler = "".join(f"def visit_{i}(node):\n    return node.kids[{i}]\n" for i in range(9000))
+    assert len(compiler) > 256 * 1024
+    repo = new_repo(tmp_path / "proj", {"compiler.py": compiler, "absurd.py": "x = 1\n" * 20})
+    snapshot = scan([repo])
+    assert files_of(snapshot)["compiler.py"].size == len(compiler)
+    capped = scan([repo], ScanOptions(rules=Rules.from_mapping({"max_file_bytes": 100})))
+    assert skipped_of(capped)["compiler.py"].reason is SkipReason.TOO_LARGE
+    assert skipped_of(capped)["absurd.py"].detail == "over 100 bytes (rules.max_file_bytes)"
+
+
 def test_symlinks_inside_outside_and_broken(tmp_path: Path) -> None:
     outside = tmp_path / "secret.txt"
     outside.write_text("outside\n")
@@ -597,3 +638,28 @@ def test_git_environment_of_the_caller_does_not_leak(
     root: RootSnapshot = scan([repo]).roots[0]
     assert [f.path for f in root.files] == ["mine.py"]
     assert gitinfo.NEWEST == NEWEST
+
+
+def test_bulky_docs_and_data_have_a_lower_ceiling_than_source(tmp_path: Path) -> None:
+    root = tmp_path / "plain"
+    big = "word " * 60_000  # 300 KB
+    write(
+        root,
+        {
+            "core.py": "x = 1\n" * 50_000,
+            "docs/searchindex.js": big,
+            "data/dump.csv": big,
+            "guide.md": big,
+        },
+    )
+    snapshot = scan([root], ScanOptions())
+    assert reasons(snapshot) == {
+        "docs/searchindex.js": SkipReason.TOO_LARGE,
+        "data/dump.csv": SkipReason.TOO_LARGE,
+        "guide.md": SkipReason.TOO_LARGE,
+    }
+    assert files_of(snapshot)["core.py"].kind is FileKind.SOURCE
+    skipped = {s.path: s.detail for s in snapshot.skipped}
+    assert "rules.max_bulk_file_bytes" in skipped["guide.md"]
+    raised = Rules.from_mapping({"max_bulk_file_bytes": 1_000_000})
+    assert reasons(scan([root], ScanOptions(rules=raised))) == {}
