@@ -14,7 +14,7 @@ from repoctx.cache import ContentCache
 from repoctx.events import EventSink, Progress, ignore_events
 from repoctx.graph import DepGraph
 from repoctx.languages import ImportRef, RepoIndex, get_language
-from repoctx.snapshot import Snapshot, SourceFile
+from repoctx.snapshot import RootSnapshot, SkipReason, Snapshot, SourceFile
 
 CACHE_NAMESPACE = "imports:v1"
 _PARALLEL_MIN_BYTES = 2 * 1024 * 1024
@@ -101,22 +101,50 @@ def _batches(jobs: list[tuple[str, str, bytes]]) -> Iterator[list[tuple[str, str
         yield batch
 
 
-GRAPH_NAMESPACE = "graph:v1"
+GRAPH_NAMESPACE = "graph:v2"
+
+# Files the scan left out that still exist as files, so an import can name them: resolvers must
+# see them (an empty ``__init__.py`` makes its folder a package) even though no edge may point to
+# them. Ignored files are left out by the user's choice; the other reasons are not files of the
+# root (submodules, folders and special files, dangling links, links leading outside).
+_INDEXED_SKIPS = frozenset(
+    {
+        SkipReason.BINARY,
+        SkipReason.TOO_LARGE,
+        SkipReason.LOCK_FILE,
+        SkipReason.GENERATED,
+        SkipReason.VENDORED,
+        SkipReason.UNREADABLE,
+        SkipReason.EMPTY,
+        SkipReason.UNDECODABLE,
+    }
+)
+
+
+def indexed_paths(root: RootSnapshot) -> list[str]:
+    """The paths of ``root`` imports are resolved against: its packed files and the files left
+    out for their size, kind or content (not ignored ones)."""
+    paths = [f.path for f in root.files]
+    paths += [s.path for s in root.skipped if s.reason in _INDEXED_SKIPS]
+    return paths
 
 
 @dataclass
 class ResolvePlan:
-    """Which files need their imports resolved, and the edges of the others from the last run.
+    """Which files need their imports resolved, and the targets of the others from the last run.
 
-    A file's edges are a function of its imports (its blob), the set of paths of the pack, and the
-    content of the files the resolvers read (go.mod, tsconfig.json, declarations of packages and
-    namespaces ...). The last run's edges of an unchanged file are reused while the path set and
-    every file the resolvers read are unchanged."""
+    A file's targets (packed or not; edges keep the packed ones) are a function of its imports
+    (its blob), the set of indexed paths of every root, and the content of the files the
+    resolvers read (go.mod, tsconfig.json, declarations of packages and namespaces ...). The last
+    run's targets of an unchanged file are reused while the path set and every file the resolvers
+    read are unchanged (a read file that was not packed counts as unchanged while it stays
+    unpacked: resolvers saw no content)."""
 
     cache_key: str
+    paths_digest: str  # of the indexed paths of every root
     reusable: dict[str, list[str]]
     todo: list[SourceFile]
-    reads: dict[str, str]  # file key -> blob id of the files the resolvers read
+    reads: dict[str, str | None]  # file key -> blob id of a file the resolvers read, None: unpacked
 
 
 def plan_resolution(snapshot: Snapshot, cache: ContentCache) -> ResolvePlan:
@@ -126,23 +154,25 @@ def plan_resolution(snapshot: Snapshot, cache: ContentCache) -> ResolvePlan:
     blobs = {f.key: f.blob_id for f in files}
     stored = cache.get(GRAPH_NAMESPACE, cache_key)
     reusable: dict[str, list[str]] = {}
-    reads: dict[str, str] = {}
-    if _still_valid(stored, files, blobs):
+    reads: dict[str, str | None] = {}
+    paths_digest = _paths_digest(snapshot)
+    if _still_valid(stored, paths_digest, blobs):
         assert isinstance(stored, dict)
         reads = dict(stored["reads"])
         for key, (blob, targets) in stored["files"].items():
             if blobs.get(key) == blob:
                 reusable[key] = list(targets)
     todo = [f for f in files if f.language is not None and f.key not in reusable]
-    return ResolvePlan(cache_key, reusable, todo, reads)
+    return ResolvePlan(cache_key, paths_digest, reusable, todo, reads)
 
 
-def _paths_digest(files: Sequence[SourceFile]) -> str:
-    return hashlib.sha256("\0".join(sorted(f.key for f in files)).encode()).hexdigest()
+def _paths_digest(snapshot: Snapshot) -> str:
+    keys = (f"{root.name}/{path}" for root in snapshot.roots for path in indexed_paths(root))
+    return hashlib.sha256("\0".join(sorted(keys)).encode()).hexdigest()
 
 
-def _still_valid(stored: Any, files: Sequence[SourceFile], blobs: dict[str, str]) -> bool:
-    if not isinstance(stored, dict) or stored.get("paths") != _paths_digest(files):
+def _still_valid(stored: Any, paths_digest: str, blobs: dict[str, str]) -> bool:
+    if not isinstance(stored, dict) or stored.get("paths") != paths_digest:
         return False
     reads = stored.get("reads")
     return isinstance(reads, dict) and all(blobs.get(k) == b for k, b in reads.items())
@@ -154,11 +184,11 @@ def build_graph(
     plan: ResolvePlan,
     cache: ContentCache,
 ) -> DepGraph:
-    """Resolve the imports of ``plan.todo`` to files of the pack (first in the importer's own
-    root, then, for non-relative references, in the other roots), reuse the rest, and store the
-    result for the next run."""
+    """Resolve the imports of ``plan.todo`` against every indexed file (first in the importer's
+    own root, then, for non-relative references, in the other roots), reuse the rest, store the
+    result for the next run, and keep the edges to files of the pack."""
     read_log: set[str] = set()
-    indexes = {root.name: _root_index(root.name, root.files, read_log) for root in snapshot.roots}
+    indexes = {root.name: _root_index(root, read_log) for root in snapshot.roots}
     found: dict[str, list[str]] = dict(plan.reusable)
     for file in plan.todo:
         own_refs = refs.get(imports_cache_key(file), [])
@@ -166,16 +196,21 @@ def build_graph(
         targets.discard(file.key)
         found[file.key] = sorted(targets)
     blobs = {f.key: f.blob_id for f in snapshot.files}
-    reads = {**plan.reads, **{key: blobs[key] for key in read_log if key in blobs}}
     record = {
-        "paths": _paths_digest(snapshot.files),
-        "reads": reads,
+        "paths": plan.paths_digest,
+        "reads": {**plan.reads, **{key: blobs.get(key) for key in read_log}},
         "files": {key: [blobs[key], targets] for key, targets in found.items()},
     }
     if plan.todo or not plan.reusable:
         cache.put(GRAPH_NAMESPACE, plan.cache_key, record)
-    edges = {key: frozenset(targets) for key, targets in found.items() if targets}
-    return DepGraph(tuple(f.key for f in snapshot.files), edges)
+    nodes = tuple(f.key for f in snapshot.files)
+    return DepGraph(nodes, _packed_edges(found, frozenset(nodes)))
+
+
+def _packed_edges(found: dict[str, list[str]], packed: frozenset[str]) -> dict[str, frozenset[str]]:
+    """Each file's targets that are in the pack, for the files that have any."""
+    edges = {key: frozenset(targets) & packed for key, targets in found.items() if targets}
+    return {key: targets for key, targets in edges.items() if targets}
 
 
 def _resolve_file(
@@ -195,11 +230,16 @@ def _resolve_file(
     return targets
 
 
-def _root_index(root: str, files: Sequence[SourceFile], read_log: set[str]) -> RepoIndex:
-    texts = {f.path: f.text for f in files}
+def _root_index(root: RootSnapshot, read_log: set[str]) -> RepoIndex:
+    """Every indexed path of ``root``; only packed files have content to read. ``read_log``
+    gets the key of each indexed file read (reading a path that is not indexed sees nothing, and
+    the path set changes when one appears)."""
+    paths = frozenset(indexed_paths(root))
+    texts = {f.path: f.text for f in root.files}
 
     def read_text(path: str) -> str | None:
-        read_log.add(f"{root}/{path}")
+        if path in paths:
+            read_log.add(f"{root.name}/{path}")
         return texts.get(path)
 
-    return RepoIndex(texts, read_text)
+    return RepoIndex(paths, read_text)

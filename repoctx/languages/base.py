@@ -49,8 +49,11 @@ class ImportRef:
 class RepoIndex:
     """The files of one root, as the resolvers see them.
 
-    ``paths`` are posix paths relative to the root. ``read_text`` returns the content of a file
-    of the root (for go.mod, tsconfig.json, composer.json, Cargo.toml ...) or None.
+    ``paths`` are posix paths relative to the root: every file the scan saw that is not ignored,
+    packed or not (an empty ``__init__.py`` still makes a package), so a resolver may return a
+    path the pack leaves out; such edges are dropped afterwards. ``read_text`` returns the
+    content of a packed file of the root (for go.mod, tsconfig.json, composer.json, Cargo.toml
+    ...) or None.
     ``memo(key, factory)`` keeps one value per index, so each language can build its lookup
     tables once per pack.
     """
