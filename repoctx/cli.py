@@ -72,8 +72,9 @@ def pack_options(function: F) -> F:
         ),
         click.option(
             "--model",
-            metavar="PATH",
-            help="GGUF model whose vocabulary counts the tokens (default: embedded).",
+            metavar="PATH|NAME",
+            help="GGUF model whose vocabulary counts the tokens: a file, or a name `repoctx "
+            "models list` shows (default: embedded).",
         ),
     ]
     for decorator in reversed(decorators):
@@ -129,6 +130,12 @@ def engine_options(function: F) -> F:
             metavar="T",
             help="Sampling temperature (default 0: the same answer every time).",
         ),
+        click.option(
+            "--repeat-penalty",
+            type=float,
+            metavar="P",
+            help="Penalty on tokens the answer repeats, 1.0 (off) to 2.0 (default 1.1).",
+        ),
     ]
     for decorator in reversed(decorators):
         function = decorator(function)
@@ -141,12 +148,17 @@ def engine_options(function: F) -> F:
 @click.option("--exclude", multiple=True, metavar="GLOB", help="Leave out matching files.")
 @click.option("--budget", type=int, metavar="N", help="Token budget of the pack.")
 @click.option("--reserve", type=int, metavar="N", help="Tokens kept free for the conversation.")
-@click.option("--model", metavar="PATH", help="GGUF model (default: embedded SmolLM2-135M).")
+@click.option(
+    "--model",
+    metavar="PATH|NAME",
+    help="GGUF file, or a name `repoctx models list` shows (default: embedded SmolLM2-135M).",
+)
 @engine_options
 @click.option("--json", "as_json", is_flag=True, help="Emit the event stream as JSON lines.")
 def ask(arguments: tuple[str, ...], as_json: bool, **flags: Any) -> None:
-    """Answer a question about the repositories: PATH... QUESTION, or PATH... - with the
-    question on stdin. The answer streams to stdout; progress and the cache outcome go to
+    """Answer a question about the repositories: PATH... QUESTION, or PATH... (or PATH... -)
+    with the question on stdin. The last argument is the question unless it is - or an
+    existing folder. The answer streams to stdout; progress and the cache outcome go to
     stderr. Exit codes: 0 answered, 2 usage, 3 pack, 4 model, 5 cache, 130 interrupted."""
     from repoctx.cli_ask import run_ask
 
@@ -223,11 +235,12 @@ def models() -> None:
 
 
 @models.command("list")
-def models_list() -> None:
-    """Registered and downloaded models."""
+@click.option("--json", "as_json", is_flag=True, help="Print the models as a JSON array.")
+def models_list(as_json: bool) -> None:
+    """Registered and downloaded models: each name works as --model NAME and $REPOCTX_MODEL."""
     from repoctx.cli_admin import list_models
 
-    list_models()
+    list_models(as_json)
 
 
 @models.command("pull")
@@ -255,11 +268,12 @@ def cache() -> None:
 
 
 @cache.command("list")
-def cache_list() -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the states as a JSON array.")
+def cache_list(as_json: bool) -> None:
     """Stored KV states: for which model and repositories, how many tokens, how big."""
     from repoctx.cli_admin import list_cache
 
-    list_cache()
+    list_cache(as_json)
 
 
 @cache.command("stats")
@@ -274,7 +288,9 @@ def cache_stats() -> None:
 @click.argument("pattern", required=False)
 @click.option("--all", "everything", is_flag=True, help="Also clear the file index.")
 def cache_clear(pattern: str | None, everything: bool) -> None:
-    """Remove stored KV states (those whose label matches PATTERN, or all)."""
+    """Remove stored KV states: all, or those PATTERN matches: an id prefix, or a glob on a
+    repository's path or folder name (`.` or any existing folder: that repository), or on the
+    label. Case-insensitive."""
     from repoctx.cli_admin import clear_cache
 
     clear_cache(pattern, everything)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from repoctx.config import load_settings
-from repoctx.console import StderrEvents
+from repoctx.console import StderrEvents, describe_stop
 from repoctx.errors import UsageError
 from repoctx.events import AnswerDone, Event, Token, event_to_json
 from repoctx.paths import user_path
@@ -21,25 +21,47 @@ from repoctx.paths import user_path
 EXIT_INTERRUPTED = 130
 
 
+STDIN = "-"
+HOW_TO_ASK = (
+    'pass the question last, repoctx ask PATH... "question", or on stdin, '
+    "echo question | repoctx ask PATH..."
+)
+_NO_ARGUMENTS = f"pass a repository path and a question: {HOW_TO_ASK}"
+
+
 def split_question(arguments: tuple[str, ...], stdin_is_tty: bool) -> tuple[list[Path], str | None]:
-    """PATH... QUESTION, PATH... - (question on stdin), or PATH... alone with stdin piped.
-    Returns the roots and the question (None: read it from stdin)."""
-    if not arguments:
-        raise UsageError("pass a repository path and a question: repoctx ask PATH 'question'")
-    if arguments[-1] == "-":
+    """The roots and the question (None: read it from stdin). The last argument is the
+    question, unless it is ``-`` or an existing folder (or the only argument): then every
+    argument before ``-``, or every argument, is a repository and the question comes on stdin.
+    A question that names a folder can only be piped."""
+    if not arguments or arguments == (STDIN,):
+        raise UsageError(_NO_ARGUMENTS)
+    last = arguments[-1]
+    if last == STDIN:
         return [user_path(a) for a in arguments[:-1]], None
-    if len(arguments) == 1:
-        if stdin_is_tty:
-            raise UsageError("pass a question after the path, or '-' to read it from stdin")
-        return [user_path(arguments[0])], None
-    return [user_path(a) for a in arguments[:-1]], arguments[-1]
+    last_is_folder = user_path(last).is_dir()
+    if len(arguments) > 1 and not last_is_folder:
+        return [user_path(a) for a in arguments[:-1]], last
+    if stdin_is_tty:
+        raise UsageError(_no_question(last) if last_is_folder else _NO_ARGUMENTS)
+    return [user_path(a) for a in arguments], None
 
 
-def read_question(question: str | None) -> str:
+def _no_question(folder: str) -> str:
+    return (
+        f"no question: {folder} is a folder, so it was taken as a repository, and stdin gave no "
+        f"question; {HOW_TO_ASK}"
+    )
+
+
+def read_question(question: str | None, arguments: tuple[str, ...] = ()) -> str:
+    """``question``, or stdin's text when None; a UsageError saying how to ask when empty."""
     text = sys.stdin.read() if question is None else question
-    if not text.strip():
-        raise UsageError("the question is empty; pass it as the last argument or on stdin")
-    return text.strip()
+    if text.strip():
+        return text.strip()
+    if question is None and arguments and user_path(arguments[-1]).is_dir():
+        raise UsageError(_no_question(arguments[-1]))
+    raise UsageError(f"the question is empty; {HOW_TO_ASK}")
 
 
 @contextmanager
@@ -73,7 +95,7 @@ def run_ask(arguments: tuple[str, ...], *, as_json: bool, flags: dict[str, Any])
 
     from repoctx.session import Session, engine_factory_from_env
 
-    text = read_question(question)
+    text = read_question(question, arguments)
     settings = load_settings(roots, flags)
     session = Session(roots, settings, engine_factory=engine_factory_from_env(settings))
     cancel = threading.Event()
@@ -82,7 +104,11 @@ def run_ask(arguments: tuple[str, ...], *, as_json: bool, flags: dict[str, Any])
         with ctrl_c_cancels(cancel):
             done = session.ask(text, sink, cancel)
     finally:
-        session.close(sink)  # in-process: the save ends here, with progress; Ctrl-C skips it
+        try:
+            session.close(sink)  # in-process: the save ends here, with progress; Ctrl-C skips it
+        finally:
+            if isinstance(sink, _StreamSink):
+                sink.close()  # no progress bar may outlive the command
     if done.stop_reason == "cancelled":
         print("repoctx: interrupted; what was evaluated is saved for the next run", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -90,7 +116,8 @@ def run_ask(arguments: tuple[str, ...], *, as_json: bool, flags: dict[str, Any])
 
 
 class _StreamSink:
-    """Answer text to stdout as it comes; everything else to stderr."""
+    """Answer text to stdout as it comes (the progress bar removed first); everything else to
+    stderr, and a note there when the answer was cut short."""
 
     def __init__(self) -> None:
         self.stderr = StderrEvents()
@@ -105,8 +132,14 @@ class _StreamSink:
         elif isinstance(event, AnswerDone):
             if self.wrote and not event.text.endswith("\n"):
                 sys.stdout.write("\n")
+            sys.stdout.flush()
+            if (note := describe_stop(event)) is not None:
+                self.stderr.note(note)
         else:
             self.stderr(event)
+
+    def close(self) -> None:
+        self.stderr.stop()
 
 
 def _json_sink(event: Event) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from repoctx import paths
+from repoctx.engine.base import DEFAULT_REPEAT_PENALTY
 from repoctx.errors import ConfigError
 
 REPO_CONFIG = ".repoctx.toml"
@@ -30,6 +31,7 @@ class Settings:
     flash_attn: bool | None = None  # None: on wherever the backend has it
     max_tokens: int = 1024
     temperature: float = 0.0
+    repeat_penalty: float = DEFAULT_REPEAT_PENALTY  # 1.0: off
     sources: tuple[str, ...] = ()  # the files that contributed, for `--stats` and errors
 
 
@@ -59,6 +61,7 @@ def load_settings(roots: Sequence[Path], flags: Mapping[str, Any]) -> Settings:
         flash_attn=_optional(merged, "flash_attn", bool),
         max_tokens=_optional(merged, "max_tokens", int) or 1024,
         temperature=float(_optional(merged, "temperature", float) or 0.0),
+        repeat_penalty=_float_or(merged, "repeat_penalty", DEFAULT_REPEAT_PENALTY),
         sources=tuple(source for source, _ in layers if source not in ("environment", "flags")),
     )
     _validate(settings)
@@ -87,7 +90,7 @@ def _flatten(source: str, layer: Mapping[str, Any]) -> dict[str, Any]:
         else:
             flat[key] = value
     known = {"model", "budget", "reserve", "format", "include", "exclude", "rules", "kv_type",
-             "flash_attn", "max_tokens", "temperature"}  # fmt: skip
+             "flash_attn", "max_tokens", "temperature", "repeat_penalty"}  # fmt: skip
     unknown = sorted(set(flat) - known)
     if unknown:
         raise ConfigError(f"{source}: unknown setting {unknown[0]!r}; known: {sorted(known)}")
@@ -130,13 +133,20 @@ def _optional(merged: Mapping[str, Any], key: str, kind: type) -> Any:
         return None
     if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
         raise ConfigError(f"{key} must be a whole number, got {value!r}")
-    if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
         return float(value)
     if kind is bool and not isinstance(value, bool):
         raise ConfigError(f"{key} must be true or false, got {value!r}")
     if kind is str and not isinstance(value, str):
         raise ConfigError(f"{key} must be a string, got {value!r}")
     return value
+
+
+def _float_or(merged: Mapping[str, Any], key: str, default: float) -> float:
+    value = _optional(merged, key, float)
+    return default if value is None else float(value)
 
 
 def _validate(settings: Settings) -> None:
@@ -150,5 +160,9 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(f"max_tokens must be a positive number, got {settings.max_tokens}")
     if not 0.0 <= settings.temperature <= 5.0:
         raise ConfigError(f"temperature must be between 0 and 5, got {settings.temperature}")
+    if not 1.0 <= settings.repeat_penalty <= 2.0:
+        raise ConfigError(
+            f"repeat_penalty must be between 1.0 (off) and 2.0, got {settings.repeat_penalty}"
+        )
     if settings.reserve is not None and settings.reserve < 0:
         raise ConfigError(f"reserve must be zero or more tokens, got {settings.reserve}")

@@ -1,13 +1,16 @@
-"""Rendering core events on a terminal's stderr with rich: progress bars that appear only when
-work lasts more than a second (with tokens/s and time left for the prefill), one-line cache
-outcomes, and notices as warning lines."""
+"""Rendering core events on stderr with rich: progress bars that appear only when work lasts
+more than a second (with tokens/s and time left for the prefill), one-line cache outcomes, and
+notices as warning lines. When stderr is not a terminal (a pipe, a log file), progress comes as
+plain lines instead, a few per stage (``PlainProgress``), and no line is wrapped."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from types import TracebackType
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -21,7 +24,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from repoctx.events import CacheOutcome, Event, ModelReady, Notice
+from repoctx.events import AnswerDone, CacheOutcome, Event, ModelReady, Notice
 from repoctx.events import Progress as ProgressEvent
 
 STAGE_LABELS = {
@@ -59,6 +62,20 @@ def describe_outcome(outcome: CacheOutcome) -> str:
     )
 
 
+STOP_NOTES = {
+    "length": "the answer reached its length limit (--max-tokens) or the context",
+    "repetition": (
+        "the answer was stopped because the model kept repeating itself; ask again in other "
+        "words, raise [generation] repeat_penalty (or --repeat-penalty), or use a larger --model"
+    ),
+}
+
+
+def describe_stop(done: AnswerDone) -> str | None:
+    """A note for an answer that did not end by itself (None: it did, or was cancelled)."""
+    return STOP_NOTES.get(done.stop_reason)
+
+
 def describe_model(ready: ModelReady) -> str:
     flash = ", flash attention" if ready.flash_attn else ""
     return (
@@ -66,14 +83,107 @@ def describe_model(ready: ModelReady) -> str:
     )
 
 
+PLAIN_EVERY_S = 5.0  # a plain progress line at least this often while a stage goes on
+PLAIN_STEP_PERCENT = 10  # and whenever this much more of it is done (at most once a second)
+PLAIN_MIN_GAP_S = 1.0
+
+
+def _amount(count: float, unit: str) -> str:
+    if unit == "bytes":
+        return f"{count / 2**20:,.0f}"
+    return f"{count:,.0f}"
+
+
+def _unit(unit: str) -> str:
+    return "MiB" if unit == "bytes" else unit
+
+
+def _percent(event: ProgressEvent) -> int:
+    return 100 * event.done // event.total if event.total else 0
+
+
+def _duration(seconds: float) -> str:
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    minutes, seconds_left = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds_left:02d} s"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+class _Stage:
+    def __init__(self, event: ProgressEvent, now: float) -> None:
+        self.started = now
+        self.first_done = event.done
+        self.printed_at: float | None = None
+        self.printed_percent = 0
+        self.finished = False
+
+
+class PlainProgress:
+    """Progress as plain lines, for a stderr that is no terminal: ``line(event)`` is the line
+    to print for a Progress event, or None. A stage that lasts ``delay_s`` gets a first line
+    then, one every ``PLAIN_EVERY_S`` seconds or each ``PLAIN_STEP_PERCENT`` % more (whichever
+    comes first, at most one a second), and a last one when it completes; a shorter stage gets
+    none."""
+
+    def __init__(self, delay_s: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.delay_s = delay_s
+        self.stages: dict[str, _Stage] = {}
+
+    def line(self, event: ProgressEvent) -> str | None:
+        now = self.clock()
+        stage = self.stages.get(event.stage)
+        if stage is None or (stage.finished and event.done < event.total):
+            stage = self.stages[event.stage] = _Stage(event, now)
+        if stage.finished or not self._due(stage, event, now):
+            return None
+        stage.printed_at = now
+        stage.printed_percent = _percent(event)
+        stage.finished = bool(event.total) and event.done >= event.total
+        return self._describe(stage, event, now)
+
+    def _due(self, stage: _Stage, event: ProgressEvent, now: float) -> bool:
+        if stage.printed_at is None:
+            return now - stage.started >= self.delay_s
+        if event.total and event.done >= event.total:
+            return True
+        since = now - stage.printed_at
+        stepped = _percent(event) - stage.printed_percent >= PLAIN_STEP_PERCENT
+        return since >= PLAIN_EVERY_S or (stepped and since >= PLAIN_MIN_GAP_S)
+
+    def _describe(self, stage: _Stage, event: ProgressEvent, now: float) -> str:
+        label = STAGE_LABELS.get(event.stage, event.stage)
+        unit = _unit(event.unit)
+        if event.total:
+            amount = f"{_amount(event.done, event.unit)}/{_amount(event.total, event.unit)}"
+            parts = [f"{label}: {amount} {unit} ({_percent(event)}%)"]
+        else:
+            parts = [f"{label}: {_amount(event.done, event.unit)} {unit}"]
+        elapsed = now - stage.started
+        rate = (event.done - stage.first_done) / elapsed if elapsed > 0 else 0.0
+        if stage.finished:
+            parts.append(f"done in {_duration(elapsed)}")
+        elif rate > 0:
+            parts.append(f"{_amount(rate, event.unit)} {unit}/s")
+            if event.total:
+                parts.append(f"{_duration((event.total - event.done) / rate)} left")
+        return ", ".join(parts)
+
+
 class StderrEvents:
-    """An event sink: ``with StderrEvents() as sink: build_pack(..., on_event=sink)``."""
+    """An event sink: ``with StderrEvents() as sink: build_pack(..., on_event=sink)``. Leaving
+    the ``with`` block (or ``stop()``) removes the progress bar: call it before writing to
+    stdout."""
 
     def __init__(self, delay_s: float = 1.0, console: Console | None = None) -> None:
-        self.console = console or Console(stderr=True)
+        self.console = console or Console(stderr=True, soft_wrap=True)
         self.delay_s = delay_s
         self.started = time.monotonic()
         self.progress: Progress | None = None
+        self.plain = PlainProgress(delay_s)
         self.tasks: dict[str, TaskID] = {}
         self.notices: list[str] = []
 
@@ -90,6 +200,7 @@ class StderrEvents:
         self.stop()
 
     def stop(self) -> None:
+        """Remove the progress bar (a later Progress event starts a new one)."""
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
@@ -98,18 +209,30 @@ class StderrEvents:
     def __call__(self, event: Event) -> None:
         if isinstance(event, Notice):
             self.notices.append(event.message)
-            self.console.print(f"[yellow]{event.level}:[/] {event.message}", highlight=False)
+            self._line(f"[yellow]{event.level}:[/] {escape(event.message)}", markup=True)
         elif isinstance(event, ProgressEvent):
-            self._progress(event)
+            if self.console.is_terminal:
+                self._progress(event)
+            elif (line := self.plain.line(event)) is not None:
+                self._line(line, style="dim")
         elif isinstance(event, CacheOutcome):
             self.stop()
-            self.console.print(describe_outcome(event), style="dim", highlight=False)
+            self._line(describe_outcome(event), style="dim")
         elif isinstance(event, ModelReady):
-            self.console.print(describe_model(event), style="dim", highlight=False)
+            self._line(describe_model(event), style="dim")
+
+    def note(self, message: str) -> None:
+        """A line of the command's own, after the work: ``repoctx: message``."""
+        self.stop()
+        self._line(f"repoctx: {message}")
+
+    def _line(self, text: str, style: str = "", markup: bool = False) -> None:
+        """One line that is never wrapped (a terminal folds it, a log keeps it whole)."""
+        self.console.print(text, style=style, highlight=False, markup=markup, soft_wrap=True)
 
     def _progress(self, event: ProgressEvent) -> None:
         if self.progress is None:
-            if not self.console.is_terminal or time.monotonic() - self.started < self.delay_s:
+            if time.monotonic() - self.started < self.delay_s:
                 return
             self.progress = Progress(
                 TextColumn("{task.description}"),

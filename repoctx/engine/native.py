@@ -202,21 +202,42 @@ class _Batch:
 
 class Sampler:
     """Greedy at temperature 0 (the same answer every time); otherwise llama-cpp-python's
-    defaults: top-k 40, top-p 0.95, min-p 0.05, then the temperature and a seeded draw."""
+    defaults: top-k 40, top-p 0.95, min-p 0.05, then the temperature and a seeded draw. Either
+    way, a ``repeat_penalty`` other than 1 first lowers the logits of the tokens among the last
+    ``repeat_last_n`` sampled (llama.cpp's penalties sampler: it sees the answer's tokens only,
+    as the chain accepts each one it samples, so the answer does not depend on the prompt's
+    repetitions nor on how its KV state was obtained)."""
 
-    def __init__(self, temperature: float, seed: int) -> None:
+    def __init__(
+        self,
+        temperature: float,
+        seed: int,
+        *,
+        n_vocab: int,
+        repeat_penalty: float = 1.0,
+        repeat_last_n: int = 0,
+    ) -> None:
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        stages = []
+        if repeat_penalty != 1.0 and repeat_last_n > 0:
+            # this llama.cpp still takes n_vocab first (see its llama.h)
+            stages.append(
+                llama_cpp.llama_sampler_init_penalties(
+                    n_vocab, repeat_last_n, repeat_penalty, 0.0, 0.0
+                )
+            )
         if temperature <= 0:
-            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
+            stages.append(llama_cpp.llama_sampler_init_greedy())
         else:
-            for stage in (
+            stages += [
                 llama_cpp.llama_sampler_init_top_k(40),
                 llama_cpp.llama_sampler_init_top_p(0.95, 1),
                 llama_cpp.llama_sampler_init_min_p(0.05, 1),
                 llama_cpp.llama_sampler_init_temp(temperature),
                 llama_cpp.llama_sampler_init_dist(seed),
-            ):
-                llama_cpp.llama_sampler_chain_add(chain, stage)
+            ]
+        for stage in stages:
+            llama_cpp.llama_sampler_chain_add(chain, stage)
         self.chain = chain
 
     def sample(self, context: NativeContext) -> int:

@@ -122,7 +122,7 @@ class Saver:
 
             self.store.save(
                 job.key, state.tokens, write, label=state.label, expected_bytes=image.length,
-                checkpoint=state.checkpoint,
+                checkpoint=state.checkpoint, repositories=state.repositories,
             )  # fmt: skip
         except SaveAborted:
             pass

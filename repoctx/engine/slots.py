@@ -26,6 +26,7 @@ class Slot:
     stored: int = 0  # leading tokens whose state is kept in another tier (host or disk)
     label: str = ""  # what the tokens are, for the stores: "model: 123,456 tokens"
     checkpoint: bool = False  # holds a prefix (the pack) meant to outlive conversations
+    repositories: tuple[str, ...] = ()  # the roots its prompt was packed from
 
     def touch(self) -> None:
         self.used = next(_clock)

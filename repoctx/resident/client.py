@@ -144,9 +144,11 @@ class RemoteEngine:
     ) -> AnswerDone:
         params = {
             "prefix_tokens": prompt.prefix_tokens,
+            "repositories": list(prompt.repositories),
             "max_tokens": options.max_tokens,
             "temperature": options.temperature,
             "seed": options.seed,
+            "repeat_penalty": options.repeat_penalty,
         }
         result = self._request("answer", params, on_event, ids_payload(prompt.ids), cancel)
         return _result_event(result, "done", AnswerDone)
@@ -154,7 +156,7 @@ class RemoteEngine:
     def prefill(
         self, prompt: Prompt, on_event: EventSink, cancel: threading.Event
     ) -> CacheOutcome | None:
-        params = {"prefix_tokens": prompt.prefix_tokens}
+        params = {"prefix_tokens": prompt.prefix_tokens, "repositories": list(prompt.repositories)}
         result = self._request("prefill", params, on_event, ids_payload(prompt.ids), cancel)
         if result.get("outcome") is None:
             return None

@@ -85,8 +85,8 @@ def parse_fit(raw: Any, opened: Opened) -> Opened:
 
 
 def parse_prompt(method: str, raw: Any, payload: bytes) -> tuple[Prompt, GenerationOptions]:
-    names = ("prefix_tokens", "max_tokens", "temperature", "seed")
-    params = Params(method, raw, names if method == "answer" else names[:1])
+    names = ("prefix_tokens", "repositories", "max_tokens", "temperature", "seed", "repeat_penalty")
+    params = Params(method, raw, names if method == "answer" else names[:2])
     ids = ids_from_payload(payload)
     prefix = params.get("prefix_tokens", int, 0)
     if not 0 <= prefix <= len(ids):
@@ -96,8 +96,12 @@ def parse_prompt(method: str, raw: Any, payload: bytes) -> tuple[Prompt, Generat
         max_tokens=params.get("max_tokens", int, defaults.max_tokens),
         temperature=float(params.get("temperature", (int, float), defaults.temperature)),
         seed=params.get("seed", int, defaults.seed),
+        repeat_penalty=float(params.get("repeat_penalty", (int, float), defaults.repeat_penalty)),
     )
-    return Prompt(ids, prefix), options
+    repositories = params.get("repositories", list, [])
+    if not all(isinstance(root, str) for root in repositories):
+        raise WireError(f"{method}: repositories must be a list of paths")
+    return Prompt(ids, prefix, tuple(repositories)), options
 
 
 def answer_body(opened: Opened, prompt: Prompt, options: GenerationOptions) -> JobBody:

@@ -1,7 +1,7 @@
 """Starting the resident engine on demand and waiting for it to stop.
 
 Clients that find nobody listening take ``start.lock`` (so that two clients starting at once
-start one server), look again, then spawn ``python -m repoctx engine start --foreground``
+start one server), look again, then spawn ``python -P -m repoctx engine start --foreground``
 detached from their session, with its output in the engine's log file.
 """
 
@@ -36,7 +36,8 @@ def start_server(idle_timeout: float | None = None) -> EngineConnection:
 
 
 def _spawn(idle_timeout: float | None) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "repoctx", "engine", "start", "--foreground"]
+    # -P: a client started inside a checkout of repoctx must not make the server import it
+    command = [sys.executable, "-P", "-m", "repoctx", "engine", "start", "--foreground"]
     if idle_timeout is not None:
         command += ["--idle-timeout", str(idle_timeout)]
     log_path = paths.engine_log()
