@@ -1,5 +1,20 @@
 """Conversations on disk, per set of repositories, so that `repoctx chat` can offer the last
-one and the editor protocol can list them. Each is one JSON file, written atomically."""
+one and the editor protocol can list them. Each is one JSON file, written atomically.
+
+A conversation keeps when it was started and last saved, when each question was asked and how
+its answer ended (the engine's stop reason: "end", "length", "cancelled", "repetition"), and the
+exclude patterns in use, so that resuming it can pack what it was about again. Files written
+before these were kept (version 1) still read: their times and stop reasons are unknown.
+
+Repeats do not pile up: a conversation saved for the first time that holds one question, the
+same question (spaces aside) as the only question of the latest conversation about the same
+repositories, with the same model and exclude patterns, saved within ``REPEAT_WINDOW_S`` (30
+minutes) of that one's last save, takes that conversation's place (its id and start time; the
+earlier answer is replaced): asking again at once is redoing the question, not starting
+something new. A conversation with more than one question is never replaced, and a new question
+never goes into an earlier conversation by itself: continuing one is always asked for
+(``Session.resume``).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +22,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +30,31 @@ from repoctx import paths
 from repoctx.events import EventSink, Notice, ignore_events
 from repoctx.fsutil import atomic_write
 from repoctx.prompt import Message
+
+FORMAT_VERSION = 2
+REPEAT_WINDOW_S = 30 * 60
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One question and its answer, as shown and saved."""
+
+    question: str
+    answer: str | None  # None: no answer was kept
+    asked: float | None = None  # unix time; None in files from before times were kept
+    stop_reason: str = ""  # how the answer ended; "" when not known
+
+    @property
+    def stopped(self) -> bool:
+        """The answer did not end by itself: stopped by the user, cut or looping."""
+        return self.stop_reason not in ("", "end")
+
+
+@dataclass(frozen=True)
+class _Asked:
+    at: float | None
+    stop_reason: str
 
 
 @dataclass
@@ -25,6 +65,11 @@ class Conversation:
     created: float
     updated: float
     messages: list[Message] = field(default_factory=list)
+    # the exclude patterns in use when last saved; None: not known (older files)
+    exclude: tuple[str, ...] | None = None
+    # one per question, in order: when it was asked and how its answer ended (may be shorter
+    # than the questions when messages were set directly)
+    _asked: list[_Asked] = field(default_factory=list, repr=False)
 
     @property
     def title(self) -> str:
@@ -32,29 +77,90 @@ class Conversation:
         line = first.strip().splitlines()[0] if first.strip() else "(empty)"
         return line[:80]
 
+    @property
+    def questions(self) -> int:
+        return sum(1 for m in self.messages if m.role == "user")
+
+    def add_exchange(self, question: str, answer: str, stop_reason: str, asked: float) -> None:
+        self._asked += [_Asked(None, "")] * (self.questions - len(self._asked))
+        self.messages += [Message("user", question), Message("assistant", answer)]
+        self._asked.append(_Asked(asked, stop_reason))
+
+    def exchanges(self) -> list[Exchange]:
+        """The questions with their answers, times and stop reasons, in order."""
+        found: list[Exchange] = []
+        for index, message in enumerate(self.messages):
+            if message.role != "user":
+                continue
+            following = self.messages[index + 1] if index + 1 < len(self.messages) else None
+            answer = following.content if following and following.role == "assistant" else None
+            asked = self._info(len(found))
+            found.append(Exchange(message.content, answer, asked.at, asked.stop_reason))
+        return found
+
+    def _info(self, number: int) -> _Asked:
+        return self._asked[number] if number < len(self._asked) else _Asked(None, "")
+
     def to_json(self) -> dict[str, object]:
-        return {
-            "version": 1,
+        data: dict[str, object] = {
+            "version": FORMAT_VERSION,
             "id": self.id,
             "roots": self.roots,
             "model": self.model,
             "created": self.created,
             "updated": self.updated,
-            "messages": [{"role": m.role, "content": m.content} for m in self.messages],
+            "messages": self._messages_json(),
         }
+        if self.exclude is not None:
+            data["exclude"] = list(self.exclude)
+        return data
+
+    def _messages_json(self) -> list[dict[str, object]]:
+        written: list[dict[str, object]] = []
+        questions = 0
+        for message in self.messages:
+            entry: dict[str, object] = {"role": message.role, "content": message.content}
+            if message.role == "user":
+                asked = self._info(questions)
+                questions += 1
+                if asked.at is not None:
+                    entry["at"] = asked.at
+            elif message.role == "assistant" and questions:
+                stop_reason = self._info(questions - 1).stop_reason
+                if stop_reason:
+                    entry["stop_reason"] = stop_reason
+            written.append(entry)
+        return written
 
     @classmethod
     def from_json(cls, data: dict[str, object]) -> Conversation:
         messages = data["messages"]
         assert isinstance(messages, list)
-        return cls(
+        exclude = data.get("exclude")
+        conversation = cls(
             id=str(data["id"]),
             roots=[str(r) for r in data["roots"]],  # type: ignore[attr-defined]
             model=str(data["model"]),
             created=float(data["created"]),  # type: ignore[arg-type]
             updated=float(data["updated"]),  # type: ignore[arg-type]
             messages=[Message(str(m["role"]), str(m["content"])) for m in messages],
+            exclude=tuple(str(p) for p in exclude) if isinstance(exclude, list) else None,
         )
+        conversation._asked = _asked_from_json(messages)
+        return conversation
+
+
+def _asked_from_json(messages: list[dict[str, object]]) -> list[_Asked]:
+    asked: list[_Asked] = []
+    for message in messages:
+        if message["role"] == "user":
+            at = message.get("at")
+            asked.append(_Asked(float(at) if isinstance(at, int | float) else None, ""))
+        elif message["role"] == "assistant" and asked:
+            stop_reason = message.get("stop_reason")
+            if isinstance(stop_reason, str):
+                asked[-1] = _Asked(asked[-1].at, stop_reason)
+    return asked
 
 
 def roots_key(roots: Sequence[Path]) -> str:
@@ -63,24 +169,58 @@ def roots_key(roots: Sequence[Path]) -> str:
     return hashlib.sha256(joined.encode()).hexdigest()[:24]
 
 
+def _same_question(a: str, b: str) -> bool:
+    return " ".join(a.split()) == " ".join(b.split())
+
+
 class ConversationStore:
-    def __init__(self, root: Path | None = None, on_event: EventSink = ignore_events) -> None:
+    def __init__(
+        self,
+        root: Path | None = None,
+        on_event: EventSink = ignore_events,
+        clock: Clock = time.time,
+    ) -> None:
         self.root = root or paths.data_dir() / "conversations"
         self.on_event = on_event
+        self.clock = clock
 
     def _folder(self, roots: Sequence[Path]) -> Path:
         return self.root / roots_key(roots)
 
+    def _path(self, conversation: Conversation) -> Path:
+        return self._folder([Path(r) for r in conversation.roots]) / f"{conversation.id}.json"
+
     def new(self, roots: Sequence[Path], model: str) -> Conversation:
-        now = time.time()
+        now = self.clock()
         resolved = [str(Path(r).resolve()) for r in roots]
         return Conversation(uuid.uuid4().hex[:16], resolved, model, now, now)
 
     def save(self, conversation: Conversation) -> None:
-        conversation.updated = time.time()
-        folder = paths.ensure_private_dir(self._folder([Path(r) for r in conversation.roots]))
+        """Write ``conversation``; the first save of a repeated question takes the place of the
+        conversation it repeats (see the module's docstring), whose id it takes."""
+        now = self.clock()
+        if not self._path(conversation).exists():
+            repeated = self._repeated(conversation, now)
+            if repeated is not None:
+                conversation.id, conversation.created = repeated.id, repeated.created
+        conversation.updated = now
+        folder = paths.ensure_private_dir(self._path(conversation).parent)
         data = json.dumps(conversation.to_json(), ensure_ascii=False, indent=1).encode()
         atomic_write(folder / f"{conversation.id}.json", data)
+
+    def _repeated(self, conversation: Conversation, now: float) -> Conversation | None:
+        """The latest conversation, when ``conversation`` repeats its only question."""
+        if conversation.questions != 1:
+            return None
+        latest = self.latest([Path(r) for r in conversation.roots])
+        if latest is None or latest.questions != 1 or now - latest.updated > REPEAT_WINDOW_S:
+            return None
+        same = (
+            _same_question(latest.exchanges()[0].question, conversation.exchanges()[0].question)
+            and latest.model == conversation.model
+            and (latest.exclude or ()) == (conversation.exclude or ())
+        )
+        return latest if same else None
 
     def list(self, roots: Sequence[Path]) -> list[Conversation]:
         """The conversations about ``roots``, most recent first; unreadable files are reported
@@ -100,3 +240,10 @@ class ConversationStore:
 
     def get(self, roots: Sequence[Path], conversation_id: str) -> Conversation | None:
         return next((c for c in self.list(roots) if c.id == conversation_id), None)
+
+    def delete(self, roots: Sequence[Path], conversation_id: str) -> bool:
+        """Remove a conversation from disk; False when it was not there."""
+        if self.get(roots, conversation_id) is None:
+            return False
+        (self._folder(roots) / f"{conversation_id}.json").unlink(missing_ok=True)
+        return True

@@ -57,7 +57,9 @@ class Session:
         self.roots = [Path(r) for r in roots]
         self.settings = settings
         self.generation = generation or GenerationOptions(
-            max_tokens=settings.max_tokens, temperature=settings.temperature
+            max_tokens=settings.max_tokens,
+            temperature=settings.temperature,
+            repeat_penalty=settings.repeat_penalty,
         )
         self.engine_factory = engine_factory
         self.cache = cache
@@ -67,6 +69,7 @@ class Session:
         self._format: ChatFormat | None = None
         self._format_model = ""
         self.conversation: Conversation | None = None
+        self._base_exclude = settings.exclude  # what a resumed conversation's patterns add to
         self._lock = threading.Lock()
 
     # -- the pack -----------------------------------------------------------------------------
@@ -101,6 +104,14 @@ class Session:
     def _set_patterns(self, exclude: tuple[str, ...]) -> None:
         self.settings = dataclasses.replace(self.settings, exclude=exclude)
         self.result = None
+        self.remember_patterns()
+
+    def remember_patterns(self) -> None:
+        """The conversation keeps the exclude patterns in use (on disk once it has begun)."""
+        if self.conversation is not None:
+            self.conversation.exclude = self.settings.exclude
+            if self.conversation.messages:
+                self.store.save(self.conversation)
 
     # -- conversations ------------------------------------------------------------------------
 
@@ -109,14 +120,23 @@ class Session:
         self.conversation = self.store.new(self.roots, model)
         return self.conversation
 
-    def resume(self, conversation_id: str | None = None) -> Conversation | None:
-        """The given conversation, or the latest about these repositories."""
+    def resume(
+        self, conversation_id: str | None = None, *, patterns: bool = False
+    ) -> Conversation | None:
+        """The given conversation, or the latest about these repositories. With ``patterns``,
+        the exclude patterns it was packed with apply again, on top of the settings' own; when
+        that changes them, the pack is built again at its next use."""
         if conversation_id is None:
             found = self.store.latest(self.roots)
         else:
             found = self.store.get(self.roots, conversation_id)
         if found is not None:
             self.conversation = found
+            if patterns and found.exclude is not None:
+                exclude = tuple(dict.fromkeys((*self._base_exclude, *found.exclude)))
+                if exclude != self.settings.exclude:
+                    self.settings = dataclasses.replace(self.settings, exclude=exclude)
+                    self.result = None
         return found
 
     def conversations(self) -> list[Conversation]:
@@ -128,7 +148,12 @@ class Session:
         result = self.result or self.pack()
         assert self._format is not None
         history = self.conversation.messages if self.conversation else []
-        return self._format.build(result.pack.text, [*history, Message("user", question)])
+        prompt = self._format.build(result.pack.text, [*history, Message("user", question)])
+        return dataclasses.replace(prompt, repositories=self._repositories())
+
+    def _repositories(self) -> tuple[str, ...]:
+        """The roots as absolute paths: what the engine's saved states record."""
+        return tuple(str(root.resolve()) for root in self.roots)
 
     def ask(
         self,
@@ -139,13 +164,14 @@ class Session:
         """Answer ``question`` in the current conversation (a new one if none), streaming
         events; the exchange is saved to the conversation even when stopped early."""
         with self._lock:
+            asked = self.store.clock()
             if self.result is None:
                 self.pack(on_event)
             assert self.result is not None
             prompt = self.prompt_for(question)
             engine = self._engine_for(len(prompt) + self.generation.max_tokens, on_event)
             done = engine.answer(prompt, self.generation, on_event, cancel or threading.Event())
-            self._remember(question, done)
+            self._remember(question, done, asked)
             on_event(done)
             engine.housekeep()  # the answer is out: now copy its state away to be saved
             return done
@@ -162,7 +188,7 @@ class Session:
                 self.pack(on_event)
             one, other = self.prompt_for("a"), self.prompt_for("b")
             stable = common_prefix(one.ids, other.ids)
-            prompt = Prompt(one.ids[:stable], min(one.prefix_tokens, stable))
+            prompt = Prompt(one.ids[:stable], min(one.prefix_tokens, stable), self._repositories())
             engine = self._engine_for(len(one) + self.generation.max_tokens, on_event)
             outcome = engine.prefill(prompt, on_event, cancel or threading.Event())
             engine.housekeep()
@@ -184,11 +210,12 @@ class Session:
         self.engine = self.engine_factory(self.result.model, n_ctx, on_event)
         return self.engine
 
-    def _remember(self, question: str, done: AnswerDone) -> None:
+    def _remember(self, question: str, done: AnswerDone, asked: float) -> None:
         if self.conversation is None:
             self.new_conversation()
         assert self.conversation is not None
-        self.conversation.messages += [Message("user", question), Message("assistant", done.text)]
+        self.conversation.add_exchange(question, done.text, done.stop_reason, asked)
+        self.conversation.exclude = self.settings.exclude
         self.store.save(self.conversation)
 
     def close_engine(self, on_event: EventSink = ignore_events) -> None:

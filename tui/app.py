@@ -1,6 +1,8 @@
 """`repoctx chat`: the terminal UI. The app drives a ready-built ``Session`` (see
 ``tui.factory``); everything that blocks runs in thread workers, one job at a time, and comes
-back as messages."""
+back as messages. Unless turned off (``--no-watch``, ``REPOCTX_WATCH=0``, ``/watch``), a thread
+watches the files: when saves settle, the pack is built again and prefilled in the background
+from the first file that changed (Escape stops that)."""
 
 from __future__ import annotations
 
@@ -32,17 +34,20 @@ from tui.messages import (
     AnswerFinished,
     ConversationLoaded,
     CoreEvent,
+    FilesChanged,
     HistoryListed,
     JobDone,
     JobFailed,
     PackReady,
+    Refreshed,
     ResumeOffer,
     Usage,
 )
 from tui.picker_screen import PickerScreen
 from tui.prompt_input import PromptInput
 from tui.resume_screen import ResumeScreen
-from tui.status_line import StatusLine
+from tui.status_line import StatusLine, refreshed_state
+from tui.watch import PackPaths, Watcher, WatchTimes, watch_wanted
 
 Job = Callable[[], Message]
 
@@ -53,7 +58,7 @@ class RepoctxApp(App[None]):
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]  # noqa: RUF012
     COMMANDS = App.COMMANDS | {ChatCommands}
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "stop", "Stop answer"),
+        Binding("escape", "stop", "Stop answer or prefill"),
         Binding("f1", "help", "Help"),
         Binding("ctrl+b", "toggle_context", "Context"),
         Binding("ctrl+y", "copy_code", "Copy code"),
@@ -63,16 +68,24 @@ class RepoctxApp(App[None]):
     ]
 
     answering: reactive[bool] = reactive(False, bindings=True)
+    refreshing: reactive[bool] = reactive(False, bindings=True)
 
-    def __init__(self, session: Session, *, offer_resume: bool = True) -> None:
+    def __init__(
+        self, session: Session, *, offer_resume: bool = True, watch: WatchTimes | None = None
+    ) -> None:
         super().__init__()
         self.session = session
         self.jobs = SessionController(session, self.post_message)
         self.offer_resume = offer_resume
         self._cancel = threading.Event()
         self._warm_cancel = threading.Event()
+        self._refreshes: list[threading.Event] = []  # cancel events of pending refreshes
+        self._changed_again = False  # files changed while a refresh was pending
         self._answer: AnswerView | None = None
         self.commands = CommandRunner(self)
+        paths = PackPaths(lambda: session.result, lambda: self.jobs.scanned_ns)
+        self.watcher = Watcher(paths, self._files_changed, watch or WatchTimes())
+        self.watching = watch is not None
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="main"):
@@ -89,6 +102,8 @@ class RepoctxApp(App[None]):
         self.run_job("pack", self.jobs.pack)
         if self.offer_resume:
             self.run_job("offer", self.jobs.offer)
+        if self.watching:
+            self.watcher.start()
 
     # -- jobs ---------------------------------------------------------------------------------
 
@@ -108,13 +123,67 @@ class RepoctxApp(App[None]):
             message = JobFailed(name, f"unexpected error: {error!r}; please report it")
         self.post_message(message)  # from the session's thread: messages keep the jobs' order
 
-    def change(self, change: Callable[[Session], None], doing: str) -> None:
-        """Change the session and pack again, on a worker."""
+    def change(self, change: Callable[[Session], None], doing: str, done: str) -> None:
+        """Change the session, pack again and prefill, on a worker."""
         self.query_one(StatusLine).set_state(doing)
-        self.run_job("change", partial(self.jobs.change, change))
+        cancel = self._refresh_started()
+        self.run_job("change", partial(self.jobs.change, change, done, cancel))
 
     def on_context_pane_change_asked(self, message: ContextPane.ChangeAsked) -> None:
-        self.change(message.change, message.doing)
+        self.change(message.change, message.doing, message.done)
+
+    # -- refreshing the pack ------------------------------------------------------------------
+
+    def refresh_pack(self, doing: str) -> None:
+        """Read the files again, pack and prefill, on a worker."""
+        if not self.answering:
+            self.query_one(StatusLine).set_state(doing)
+        self.run_job("refresh", partial(self.jobs.refresh, self._refresh_started()))
+
+    def _refresh_started(self) -> threading.Event:
+        cancel = threading.Event()
+        self._refreshes.append(cancel)
+        self.refreshing = True
+        return cancel
+
+    def _refresh_ended(self, cancel: threading.Event | None) -> None:
+        """``cancel``'s refresh is over; None: the oldest (they run in order), which failed."""
+        if cancel in self._refreshes:
+            self._refreshes.remove(cancel)
+        elif cancel is None and self._refreshes:
+            self._refreshes.pop(0)
+        self.refreshing = bool(self._refreshes)
+
+    def _files_changed(self, paths: list[Path]) -> None:
+        """From the watcher's thread."""
+        self.post_message(FilesChanged(paths))
+
+    def on_files_changed(self, message: FilesChanged) -> None:
+        if self._refreshes:  # the refresh pending reads them, or the one running might not
+            self._changed_again = True
+            return
+        count = len(message.paths)
+        self.refresh_pack(f"{count} change{'' if count == 1 else 's'} on disk; reading the files")
+
+    def on_refreshed(self, message: Refreshed) -> None:
+        self._refresh_ended(message.cancel)
+        if not self.answering:
+            self.query_one(StatusLine).set_state(refreshed_state(message))
+        self._refresh_if_changed_again()
+
+    def _refresh_if_changed_again(self) -> None:
+        if self._changed_again and not self._refreshes:
+            self._changed_again = False
+            self.refresh_pack("more changes on disk; reading the files")
+
+    def action_toggle_watch(self) -> None:
+        self.watching = not self.watching
+        if self.watching:
+            self.watcher.start()
+            self.notify("watching the files: the pack is refreshed when they are saved")
+        else:
+            self.watcher.stop()
+            self.notify("not watching the files: /rescan (Ctrl+R) reads them again")
 
     # -- questions ----------------------------------------------------------------------------
 
@@ -146,10 +215,14 @@ class RepoctxApp(App[None]):
         if self.answering:
             self._cancel.set()
             self.query_one(StatusLine).set_state("stopping…")
+        elif self._refreshes:
+            for cancel in self._refreshes:
+                cancel.set()
+            self.query_one(StatusLine).set_state("stopping the prefill…")
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "stop":
-            return self.answering
+            return self.answering or self.refreshing
         return True
 
     # -- what the jobs send back --------------------------------------------------------------
@@ -167,6 +240,8 @@ class RepoctxApp(App[None]):
             self.query_one(StatusLine).apply(event, message.at)
 
     def on_pack_ready(self, message: PackReady) -> None:
+        if message.notice:
+            self.notify(message.notice, title="the pack changed", severity="warning", timeout=12)
         result = message.result
         self.query_one(ContextPane).show_pack(result, message.usage, message.excluded)
         names = ", ".join(root.name for root in result.snapshot.roots)
@@ -200,35 +275,38 @@ class RepoctxApp(App[None]):
             self.query_one(ContextPane).show_usage(usage)
 
     async def on_conversation_loaded(self, message: ConversationLoaded) -> None:
-        await self.query_one(ConversationView).show(message.conversation.messages)
+        await self.query_one(ConversationView).show(message.conversation.exchanges())
         self._show_usage(message.usage)
+        if message.note:
+            self.notify(message.note, timeout=8)
 
     def on_resume_offer(self, message: ResumeOffer) -> None:
-        conversation = message.conversation
-
-        def chosen(resume: bool | None) -> None:
-            if resume:
-                self.run_job("resume", partial(self.jobs.resume, conversation.id))
+        def chosen(conversation_id: str | None) -> None:
+            if conversation_id is not None:
+                self.run_job("resume", partial(self.jobs.resume, conversation_id))
             # the pack (and a resumed conversation) comes into the model's context now, while
             # the user types, not at the first question
             self.warm()
 
-        self.push_screen(ResumeScreen(conversation), chosen)
+        self.push_screen(ResumeScreen(message.conversations), chosen)
 
     def on_history_listed(self, message: HistoryListed) -> None:
-        found = message.conversations
-        if not found:
+        if not message.conversations:
             self.notify("no conversations about these repositories yet")
             return
-        lines = [
-            f"{c.title} · {sum(m.role == 'user' for m in c.messages)} questions" for c in found
-        ]
+        current = self.session.conversation.id if self.session.conversation else None
 
-        def chosen(index: int | None) -> None:
-            if index is not None:
-                self.run_job("resume", partial(self.jobs.resume, found[index].id))
+        def chosen(conversation_id: str | None) -> None:
+            if conversation_id is not None and conversation_id != current:
+                self.run_job("resume", partial(self.jobs.resume, conversation_id))
+                self.warm()
 
-        self.push_screen(PickerScreen("Conversations, latest first", lines), chosen)
+        screen = ResumeScreen(message.conversations, offer=False, current=current)
+        self.push_screen(screen, chosen)
+
+    def on_resume_screen_delete_asked(self, message: ResumeScreen.DeleteAsked) -> None:
+        conversation = message.conversation
+        self.run_job("delete", partial(self.jobs.delete, conversation.id, conversation.title))
 
     def warm(self) -> None:
         self.run_job("warm", partial(self.jobs.warm, self._warm_cancel))
@@ -245,11 +323,14 @@ class RepoctxApp(App[None]):
 
     async def on_job_failed(self, message: JobFailed) -> None:
         self.notify(message.text, title="repoctx", severity="error", timeout=12)
+        if message.job in ("change", "refresh"):
+            self._refresh_ended(None)
+            self._refresh_if_changed_again()
         if message.job == "ask":
             await self._end_answer(None, f"no answer: {message.text}")
         elif not self.answering:
             self.query_one(StatusLine).set_state("ready" if self.session.result else "no pack")
-        if self.session.result is None and message.job in ("pack", "change"):
+        if self.session.result is None and message.job in ("pack", "change", "refresh"):
             self.query_one(ConversationView).set_welcome(
                 f"Nothing is packed: {message.text}\n"
                 "Fix that, then /rescan (or /model PATH, /add PATH)."
@@ -306,8 +387,7 @@ class RepoctxApp(App[None]):
         self.run_job("clear", self.jobs.new_conversation)
 
     def action_rescan(self) -> None:
-        self.query_one(StatusLine).set_state("reading the files again")
-        self.run_job("pack", self.jobs.pack)
+        self.refresh_pack("reading the files again")
 
     def action_history(self) -> None:
         self.run_job("history", self.jobs.history)
@@ -322,14 +402,19 @@ class RepoctxApp(App[None]):
         prompt.focus()
 
     def on_unmount(self) -> None:
+        self.watcher.stop()
         self._cancel.set()
         self._warm_cancel.set()
+        for cancel in self._refreshes:
+            cancel.set()
 
 
 def run_chat(paths: tuple[Path, ...], flags: dict[str, Any]) -> None:
     """`repoctx chat PATHS...`: the session from the command's flags, in the app."""
+    flags = dict(flags)
+    watch = WatchTimes() if watch_wanted(flags) else None
     session = build_session(paths, flags)
-    app = RepoctxApp(session)
+    app = RepoctxApp(session, watch=watch)
     try:
         app.run()
     finally:

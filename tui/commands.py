@@ -37,7 +37,8 @@ COMMANDS = (
         "exclude", "PATTERN", "leave out files matching a gitignore-style pattern", "packed"
     ),
     CommandSpec("include", "PATTERN", "bring back what an exclude pattern left out", "excluded"),
-    CommandSpec("history", "", "resume an earlier conversation about these repositories"),
+    CommandSpec("history", "", "resume or delete an earlier conversation about these repositories"),
+    CommandSpec("watch", "", "turn refreshing the pack when files are saved off or on"),
     CommandSpec("copy", "", "copy a code block of the answers to the clipboard"),
     CommandSpec("context", "", "show or hide the context pane"),
     CommandSpec("help", "", "keys and commands"),

@@ -22,12 +22,14 @@ NEIGHBOURS_SHOWN = 6
 
 class ContextPane(Vertical):
     class ChangeAsked(Message):
-        """Change the session this way and pack again; ``doing`` says what for the status."""
+        """Change the session this way and pack again; ``doing`` and ``done`` say what for
+        the status line, while it happens and after."""
 
-        def __init__(self, change: Change, doing: str) -> None:
+        def __init__(self, change: Change, doing: str, done: str) -> None:
             super().__init__()
             self.change = change
             self.doing = doing
+            self.done = done
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -89,10 +91,12 @@ class ContextPane(Vertical):
             self.notify(f"to leave out the whole repository, type /drop {entry.key}")
         elif entry.kind in (Kind.FILE, Kind.FOLDER):
             pattern = path_pattern(entry.path) + ("/" if entry.kind == Kind.FOLDER else "")
-            self.post_message(self.ChangeAsked(exclude(pattern), f"leaving out {entry.key}"))
+            doing, done = f"leaving out {entry.key}", f"left out {entry.key}"
+            self.post_message(self.ChangeAsked(exclude(pattern), doing, done))
         elif entry.kind == Kind.PATTERN:
             change = include_again((entry.key,))
-            self.post_message(self.ChangeAsked(change, f"including {entry.key} again"))
+            doing, done = f"including {entry.key} again", f"included {entry.key} again"
+            self.post_message(self.ChangeAsked(change, doing, done))
         elif entry.kind == Kind.OMITTED:
             self._bring_back(entry)
 
@@ -109,7 +113,10 @@ class ContextPane(Vertical):
             )
             return
         change = include_again(patterns)
-        self.post_message(self.ChangeAsked(change, f"including {', '.join(patterns)} again"))
+        named = ", ".join(patterns)
+        self.post_message(
+            self.ChangeAsked(change, f"including {named} again", f"included {named} again")
+        )
 
 
 def matching_patterns(path: str, patterns: tuple[str, ...]) -> tuple[str, ...]:

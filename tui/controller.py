@@ -19,6 +19,7 @@ from repoctx.errors import NotADirectoryError_, PathNotFoundError, RepoctxError,
 from repoctx.events import Event
 from repoctx.fsutil import atomic_write
 from repoctx.paths import user_path
+from repoctx.pipeline import PackResult
 from repoctx.session import Session
 from tui.messages import (
     AnswerFinished,
@@ -27,9 +28,11 @@ from tui.messages import (
     HistoryListed,
     JobDone,
     PackReady,
+    Refreshed,
     ResumeOffer,
     Usage,
 )
+from tui.pack_change import compare, notice, summary
 
 Change = Callable[[Session], None]
 T = TypeVar("T")
@@ -40,6 +43,7 @@ class SessionController:
         self.session = session
         self._post = post
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="repoctx-session")
+        self.scanned_ns = time.time_ns()  # when the scan of the last pack began
 
     def call(self, job: Callable[[], T]) -> T:
         """Run ``job`` on the session's thread, after the jobs before it; wait for it."""
@@ -71,6 +75,7 @@ class SessionController:
     # -- the pack -----------------------------------------------------------------------------
 
     def pack(self) -> PackReady:
+        self.scanned_ns = time.time_ns()
         result = self.session.pack(self.emit)
         return PackReady(result, self._usage_of_pack(), self.session.settings.exclude)
 
@@ -79,21 +84,50 @@ class SessionController:
         assert usage is not None
         return usage
 
-    def change(self, change: Change) -> PackReady:
-        """Apply ``change`` and pack again; when the new pack fails, the session goes back to
-        its roots and settings from before (and its pack), and the error is raised."""
+    def change(self, change: Change, done: str, cancel: threading.Event) -> Refreshed:
+        """Apply ``change``, pack again and bring the new pack into the model's context; when
+        the new pack fails, the session goes back to its roots and settings from before (and
+        its pack), and the error is raised."""
+        old = self.session.result
         roots, settings = list(self.session.roots), self.session.settings
         try:
             change(self.session)
-            return self.pack()
+            ready = self.pack()
         except RepoctxError:
             if (self.session.roots, self.session.settings) != (roots, settings):
                 self.session.set_roots(roots)
                 self.session.settings = settings
                 self.session.result = None
+                self.session.remember_patterns()
                 with contextlib.suppress(RepoctxError):
                     self.session.pack(self.emit)
             raise
+        return self._bring_in(old, ready, done, cancel)
+
+    def refresh(self, cancel: threading.Event) -> Refreshed:
+        """Read the files again (they changed, or the user asked), then as ``change``."""
+        old = self.session.result
+        return self._bring_in(old, self.pack(), "", cancel)
+
+    def _bring_in(
+        self, old: PackResult | None, ready: PackReady, done: str, cancel: threading.Event
+    ) -> Refreshed:
+        """Show the new pack (saying first what the prefill will cost when the pack changed
+        before the files that changed), then prefill it: the engine keeps the front that did
+        not change. A pack that reads as before is not prefilled again."""
+        if old is None:
+            self._post(ready)
+            return Refreshed(done or "packed", cancel, self.session.warm(self.emit, cancel))
+        change = compare(old, ready.result)
+        ready.change = change
+        what = done or summary(change)
+        if change.same_text and self.session.engine is not None:
+            self._post(ready)
+            return Refreshed(what, cancel, prefilled=False)
+        if change.unexpected:
+            ready.notice = notice(change, ready.usage.conversation)
+        self._post(ready)
+        return Refreshed(what, cancel, self.session.warm(self.emit, cancel))
 
     # -- questions and conversations ----------------------------------------------------------
 
@@ -109,16 +143,30 @@ class SessionController:
 
     def offer(self) -> ResumeOffer | JobDone:
         found = self.session.conversations()
-        return ResumeOffer(found[0]) if found else JobDone("offer")
+        return ResumeOffer(found) if found else JobDone("offer")
 
     def history(self) -> HistoryListed:
         return HistoryListed(self.session.conversations())
 
     def resume(self, conversation_id: str) -> ConversationLoaded:
-        found = self.session.resume(conversation_id)
+        """Resume a conversation, with the exclude patterns it was packed with (packing again
+        when they differ from those in use)."""
+        excluded = self.session.settings.exclude
+        found = self.session.resume(conversation_id, patterns=True)
         if found is None:
             raise UsageError("that conversation is gone from disk; pick another one")
-        return ConversationLoaded(found, self.usage())
+        if self.session.result is None:
+            self._post(self.pack())
+        note = ""
+        if self.session.settings.exclude != excluded:
+            patterns = ", ".join(self.session.settings.exclude) or "none"
+            note = f"exclude patterns as when this conversation was saved: {patterns}"
+        return ConversationLoaded(found, self.usage(), note)
+
+    def delete(self, conversation_id: str, title: str) -> JobDone:
+        if not self.session.store.delete(self.session.roots, conversation_id):
+            raise UsageError("that conversation was already gone from disk")
+        return JobDone("delete", f"deleted the conversation “{title}”")
 
     def new_conversation(self) -> ConversationLoaded:
         conversation = self.session.new_conversation()

@@ -1,6 +1,7 @@
 """The conversation pane: questions, and answers streamed as Markdown. It stays scrolled to the
 newest text until the user scrolls up (and again once they scroll back to the end); clicking a
-code block copies it."""
+code block copies it. An answer that did not end by itself is marked ([stopped], ...), also when
+the conversation is resumed, and a code fence it left open is closed."""
 
 from __future__ import annotations
 
@@ -12,14 +13,18 @@ from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Markdown, Static
 from textual.widgets.markdown import MarkdownFence, MarkdownStream
 
+from repoctx.conversations import Exchange
 from repoctx.events import AnswerDone
-from repoctx.prompt import Message
-from tui.transcript import CodeBlock, code_blocks
+from tui.transcript import CodeBlock, close_fences, code_blocks, stop_mark
 
-STOP_NOTES = {
-    "cancelled": "stopped — what was written so far is kept",
-    "length": "cut at the answer length limit",
-}
+STOP_NOTES = {"cancelled": "what was written so far is kept"}
+
+
+def stop_note(stop_reason: str) -> str:
+    """What is said under an answer that ended this way ("" for one that ended by itself)."""
+    mark = stop_mark(stop_reason)
+    more = STOP_NOTES.get(stop_reason, "")
+    return f"{mark} {more}" if mark and more else mark
 
 
 class QuestionView(Static):
@@ -32,14 +37,17 @@ class QuestionView(Static):
 class AnswerView(Vertical):
     """One answer: Markdown that grows as tokens arrive, and a note when it did not end well."""
 
-    def __init__(self, text: str = "") -> None:
+    def __init__(self, text: str = "", stop_reason: str = "") -> None:
         super().__init__(classes="answer")
         self.source = text
+        self.stop_reason = stop_reason
         self._stream: MarkdownStream | None = None
 
     def compose(self) -> ComposeResult:
-        yield Markdown(self.source, open_links=False)
-        yield Static("", classes="answer-note", markup=False)
+        note = stop_note(self.stop_reason)
+        yield Markdown(close_fences(self.source), open_links=False)
+        yield Static(note, classes="answer-note", markup=False)
+        self.set_class(bool(note), "-noted")
 
     def begin(self) -> None:
         self._note("…")
@@ -61,7 +69,11 @@ class AnswerView(Vertical):
         if self._stream is not None:
             await self._stream.stop()
             self._stream = None
-        note = failure or (STOP_NOTES.get(done.stop_reason, "") if done else "")
+        self.stop_reason = done.stop_reason if done else ""
+        closed = close_fences(self.source)
+        if closed != self.source:
+            await self.query_one(Markdown).update(closed)
+        note = failure or stop_note(self.stop_reason)
         if done is not None and not self.source.strip() and not note:
             note = "(the model wrote nothing)"
         self._note(note)
@@ -96,12 +108,14 @@ class ConversationView(VerticalScroll):
         self.anchor()
         return answer
 
-    async def show(self, messages: Sequence[Message]) -> None:
-        """Replace what is shown with ``messages`` (a resumed or a new conversation)."""
+    async def show(self, exchanges: Sequence[Exchange]) -> None:
+        """Replace what is shown with ``exchanges`` (a resumed or a new conversation)."""
         await self.query("QuestionView, AnswerView").remove()
-        views = [
-            QuestionView(m.content) if m.role == "user" else AnswerView(m.content) for m in messages
-        ]
+        views: list[QuestionView | AnswerView] = []
+        for exchange in exchanges:
+            views.append(QuestionView(exchange.question))
+            if exchange.answer is not None:
+                views.append(AnswerView(exchange.answer, exchange.stop_reason))
         self.welcome.display = not views
         await self.mount_all(views)
         self.anchor()

@@ -30,6 +30,7 @@ class CommandRunner:
             "exclude": self.exclude,
             "include": self.include,
             "history": lambda _: app.action_history(),
+            "watch": lambda _: app.action_toggle_watch(),
             "copy": lambda _: app.action_copy_code(),
             "context": lambda _: app.action_toggle_context(),
             "help": lambda _: app.action_help(),
@@ -45,19 +46,21 @@ class CommandRunner:
         self.handlers[spec.name](argument)
 
     def add(self, path: str) -> None:
-        self.app.change(add_root(Path(path)), f"adding {path}")
+        self.app.change(add_root(Path(path)), f"adding {path}", f"added {path}")
 
     def drop(self, target: str) -> None:
-        self.app.change(drop(target), f"dropping {target}")
+        self.app.change(drop(target), f"dropping {target}", f"dropped {target}")
 
     def model(self, path: str) -> None:
-        self.app.change(switch_model(path), f"switching to {Path(path).name}")
+        name = Path(path).name
+        self.app.change(switch_model(path), f"switching to {name}", f"switched to {name}")
 
     def exclude(self, pattern: str) -> None:
-        self.app.change(exclude(pattern), f"leaving out {pattern}")
+        self.app.change(exclude(pattern), f"leaving out {pattern}", f"left out {pattern}")
 
     def include(self, pattern: str) -> None:
-        self.app.change(include_again((pattern,)), f"including {pattern} again")
+        change = include_again((pattern,))
+        self.app.change(change, f"including {pattern} again", f"included {pattern} again")
 
     def save(self, path: str) -> None:
         session = self.app.session
@@ -67,7 +70,7 @@ class CommandRunner:
             return
         model = session.result.model.path.name if session.result else conversation.model
         names = [root.name for root in session.roots]
-        text = transcript(conversation.title, names, model, list(conversation.messages))
+        text = transcript(conversation.title, names, model, conversation.exchanges())
         target = user_path(path)
         self.app.run_job("save", partial(self.app.jobs.save_transcript, target, text))
 

@@ -29,8 +29,13 @@ def help_markdown(keys: Sequence[tuple[str, str]]) -> str:
     lines += [f"- `{spec.usage}` · {spec.help}" for spec in COMMANDS]
     lines += [
         "",
-        "Conversations are kept per set of repositories: opening the same repositories again "
-        "offers the last one, and its cache is restored from disk.",
+        "Conversations are kept per set of repositories, with their dates: opening the same "
+        "repositories again lists them to resume (**d** twice deletes one), and the cache is "
+        "restored from disk. Asking the question of the last conversation again at once "
+        "replaces its answer rather than adding a conversation.",
+        "",
+        "Saving a file refreshes the pack in the background: only what follows the first "
+        "changed file is prefilled again (**Escape** stops that; `/watch` turns watching off).",
         "",
         "Themes: Ctrl+P, then *theme*; `TEXTUAL_THEME=textual-ansi` follows the terminal's own "
         "colours, light or dark.",

@@ -10,6 +10,7 @@ from textual.containers import Horizontal
 from textual.widgets import Static
 
 from repoctx.events import AnswerDone, CacheOutcome, Event, ModelReady, Progress, Token
+from tui.messages import Refreshed
 
 PACK_STAGES = {"scan": "scanning", "parse": "reading imports", "tokens": "counting tokens"}
 
@@ -123,6 +124,15 @@ def cache_summary(outcome: CacheOutcome) -> str:
     if outcome.source == "memory":
         return f"{outcome.restored_tokens:,} cached + {prefilled}"
     return f"{prefilled}, no cache"
+
+
+def refreshed_state(message: Refreshed) -> str:
+    """``3 files changed; pack refreshed, 1,204 tokens evaluated``, and the like."""
+    if not message.prefilled:
+        return f"{message.what}; the pack reads as before"
+    if message.outcome is None:
+        return f"{message.what}; prefill stopped: the next question evaluates the rest"
+    return f"{message.what}; pack refreshed, {message.outcome.evaluated_tokens:,} tokens evaluated"
 
 
 def duration(seconds: float) -> str:

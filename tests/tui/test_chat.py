@@ -200,7 +200,7 @@ def test_history_lists_earlier_conversations_to_resume(shop: Path, make_app: Mak
             await ask(pilot, "Where is Money?")
             await pilot.press("ctrl+o")
             await settle(pilot)
-            assert isinstance(app.screen, PickerScreen)
+            assert isinstance(app.screen, ResumeScreen)
             await pilot.press("down", "enter")
             await settle(pilot)
             shown = [str(q.render()) for q in app.query(QuestionView)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,8 +21,8 @@ from tui_helpers import (
 from tui.context_pane import ContextPane
 from tui.conversation import AnswerView
 from tui.help_screen import HelpScreen
-from tui.picker_screen import PickerScreen
 from tui.prompt_input import PromptInput
+from tui.resume_screen import ResumeScreen
 from tui.status_line import StatusLine
 
 SPM_VOCAB = Path(__file__).parents[1] / "data" / "ggml-vocab-llama-spm.gguf"
@@ -81,7 +82,8 @@ def test_rescan_reads_edited_files_again(shop: Path, make_app: MakeApp) -> None:
 
 
 def test_model_switches_and_a_bad_model_is_refused(shop: Path, make_app: MakeApp) -> None:
-    app = make_app([shop])
+    engines = Engines()
+    app = make_app([shop], engines=engines)
 
     async def scenario() -> None:
         async with app.run_test() as pilot:
@@ -96,8 +98,10 @@ def test_model_switches_and_a_bad_model_is_refused(shop: Path, make_app: MakeApp
             await settle(pilot)
             assert app.session.result is not None
             assert app.session.result.model.path == SPM_VOCAB.resolve()
-            status = app.query_one(StatusLine).activity.describe_model()
-            assert status == "ggml-vocab-llama-spm.gguf · not loaded"
+            status = app.query_one(StatusLine).activity
+            assert status.model_file == "ggml-vocab-llama-spm.gguf"
+            assert len(engines.made) == 2 and app.session.engine is engines.made[1]  # loaded
+            assert status.state.startswith("switched to ggml-vocab-llama-spm.gguf; pack refreshed")
 
     run(scenario())
 
@@ -127,9 +131,12 @@ def test_clear_save_and_help(shop: Path, tmp_path: Path, make_app: MakeApp) -> N
             assert not isinstance(app.screen, HelpScreen)
 
     run(scenario())
-    assert target.read_text(encoding="utf-8") == (
+    saved = target.read_text(encoding="utf-8")
+    heading = re.search(r"^## Question · (\d{4}-\d\d-\d\d \d\d:\d\d)$", saved, re.MULTILINE)
+    assert heading is not None
+    assert saved == (
         "# What does total do?\n\nRepositories: shop  \nModel: SmolLM2-135M-Instruct.Q4_1.gguf\n\n"
-        f"## Question\n\nWhat does total do?\n\n## Answer\n\n{ANSWER}\n"
+        f"{heading[0]}\n\nWhat does total do?\n\n## Answer\n\n{ANSWER}\n"
     )
 
 
@@ -246,7 +253,7 @@ def test_commands_that_do_what_keys_do(shop: Path, make_app: MakeApp) -> None:
             assert app.clipboard.startswith("def total(items):")
             await submit(pilot, "/history")
             await settle(pilot)
-            assert isinstance(app.screen, PickerScreen)
+            assert isinstance(app.screen, ResumeScreen)
             await pilot.press("escape")
             await submit(pilot, "/context")
             await pilot.pause()

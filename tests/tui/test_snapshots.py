@@ -7,11 +7,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from textual.pilot import Pilot
 from tui_helpers import MakeApp, ask, settle
 
 from repoctx.conversations import ConversationStore
-from repoctx.prompt import Message
 from tui.prompt_input import PromptInput
 
 SnapCompare = Callable[..., bool]
@@ -72,14 +72,15 @@ def test_help_160x48(shop: Path, make_app: MakeApp, snap_compare: SnapCompare) -
     assert snap_compare(app, terminal_size=LARGE, run_before=after(keys=("f1",)))
 
 
+@pytest.mark.usefixtures("utc")
 def test_resume_offer_80x24(shop: Path, make_app: MakeApp, snap_compare: SnapCompare) -> None:
-    store = ConversationStore()
-    conversation = store.new([shop], "SmolLM2-135M-Instruct.Q4_1.gguf")
-    conversation.messages = [
-        Message("user", "Where is Money defined?"),
-        Message("assistant", "In money.py."),
-    ]
-    store.save(conversation)
+    asked = 1_700_000_000.0  # 14 November 2023: shown as a date, whatever day the test runs
+    store = ConversationStore(clock=lambda: asked)
+    for question in ("Where is Money defined?", "What does total do?"):
+        conversation = store.new([shop], "SmolLM2-135M-Instruct.Q4_1.gguf")
+        conversation.add_exchange(question, "In money.py.", "end", asked)
+        store.save(conversation)
+        asked += 3600
     app = make_app([shop], offer_resume=True)
     assert snap_compare(app, terminal_size=SMALL, run_before=after())
 
