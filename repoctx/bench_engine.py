@@ -127,6 +127,7 @@ def _figures(
         "host_ttft_s": fresh["host_ttft_s"], "restored_ttft_s": disk["ttft_s"],
         "cold_ttft_s": cold["ttft_s"], "edited_ttft_s": edit["ttft_s"],
         "edited_evaluated": edit["evaluated"], **limits,
+        "capture_alloc_s": fresh["capture_alloc_s"], "restore_alloc_s": disk["restore_alloc_s"],
     }  # fmt: skip
     figures["save_ratio"] = figures["save_gb_s"] / figures["file_save_gb_s"]
     figures["restore_ratio"] = figures["restore_gb_s"] / figures["file_restore_gb_s"]
@@ -156,7 +157,8 @@ _IO_COLUMNS = [
     ("llama_bench_tok_s", "llama-bench tok/s"), ("prefill_ratio", "ratio"),
     ("state_gb", "state GB"), ("capture_gb_s", "to host GB/s"),
     ("pinned_d2h_gb_s", "pinned D2H GB/s"), ("host_restore_gb_s", "from host GB/s"),
-    ("pinned_h2d_gb_s", "pinned H2D GB/s"), ("save_gb_s", "save GB/s"),
+    ("pinned_h2d_gb_s", "pinned H2D GB/s"), ("capture_alloc_s", "host alloc s"),
+    ("restore_alloc_s", "restore alloc s"), ("save_gb_s", "save GB/s"),
     ("file_save_gb_s", "llama.cpp save GB/s"), ("save_ratio", "ratio"),
     ("disk_write_gb_s", "disk write GB/s"), ("restore_gb_s", "restore GB/s"),
     ("file_restore_gb_s", "llama.cpp restore GB/s"), ("restore_ratio", "ratio"),

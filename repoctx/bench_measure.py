@@ -121,9 +121,10 @@ def _fresh(engine: LlamaEngine, ids: list[int], record: Recorder, files: Path) -
     report: dict[str, Any] = {"prefill_tok_s": done / seconds, "fresh_ttft_s": first["ttft_s"]}
     (slot,) = [s for s in engine.slots.holding() if s.tokens[: len(ids)] == ids]
     tokens = list(slot.tokens)
-    began = time.perf_counter()
+    began, allocating = time.perf_counter(), engine.pool.allocated_s
     engine.housekeep()
     report["capture_s"] = time.perf_counter() - began
+    report["capture_alloc_s"] = engine.pool.allocated_s - allocating
     (state,) = [s for s in engine.host.states() if s.tokens == tokens]
     report["state_bytes"] = state.image.length
     report["pinned"] = state.image.buffer.pinned
@@ -144,7 +145,9 @@ def _fresh(engine: LlamaEngine, ids: list[int], record: Recorder, files: Path) -
 def _disk(engine: LlamaEngine, ids: list[int], record: Recorder, files: Path) -> dict[str, Any]:
     """A new process: restore from disk (the page cache holds the file), then llama.cpp's file
     API on its own file."""
+    allocating = engine.pool.allocated_s
     restored = _answer(engine, ids, record)
+    restored["restore_alloc_s"] = engine.pool.allocated_s - allocating
     return {**restored, "file_restore_s": _file_api_load(engine, files)}
 
 

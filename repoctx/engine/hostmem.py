@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import mmap
 import threading
+import time
 from dataclasses import dataclass, field
 
 import llama_cpp  # noqa: F401 - before numpy; loads the ggml libraries used below
@@ -103,6 +104,7 @@ class HostPool:
         self._kept: list[HostBuffer] = []
         self._lent = 0
         self._lock = threading.Lock()
+        self.allocated_s = 0.0  # spent allocating new buffers (page-locking is the slow part)
 
     @property
     def held_bytes(self) -> int:
@@ -124,9 +126,11 @@ class HostPool:
                 return chosen
             while self._kept and self._held() + size > self.cap_bytes:
                 self._kept.pop(0).free()
+        began = time.perf_counter()
         buffer = allocate(size, self.buffer_type)
         with self._lock:
             self._lent += buffer.size
+            self.allocated_s += time.perf_counter() - began
         return buffer
 
     def give_back(self, buffer: HostBuffer) -> None:
