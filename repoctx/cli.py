@@ -154,19 +154,31 @@ def engine_options(function: F) -> F:
     help="GGUF file, or a name `repoctx models list` shows (default: embedded SmolLM2-135M).",
 )
 @engine_options
+@click.option(
+    "-c",
+    "--continue",
+    "continue_",
+    is_flag=True,
+    help="Continue the latest conversation about these repositories (its history and patterns).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Emit the event stream as JSON lines.")
-def ask(arguments: tuple[str, ...], as_json: bool, **flags: Any) -> None:
+def ask(arguments: tuple[str, ...], as_json: bool, continue_: bool, **flags: Any) -> None:
     """Answer a question about the repositories: PATH... QUESTION, or PATH... (or PATH... -)
     with the question on stdin. The last argument is the question unless it is - or an
     existing folder. The answer streams to stdout; progress and the cache outcome go to
     stderr. Exit codes: 0 answered, 2 usage, 3 pack, 4 model, 5 cache, 130 interrupted."""
     from repoctx.cli_ask import run_ask
 
-    sys.exit(run_ask(arguments, as_json=as_json, flags=flags))
+    sys.exit(run_ask(arguments, as_json=as_json, flags=flags, continue_latest=continue_))
 
 
 @cli.command()
 @pack_options
+@click.option(
+    "--watch/--no-watch",
+    default=None,
+    help="Refresh the pack (and its KV state) as files are saved (default: on; REPOCTX_WATCH=0).",
+)
 def chat(paths: tuple[Path, ...], **flags: Any) -> None:
     """Talk with the code of PATHS in a terminal UI."""
     from tui.app import run_chat

@@ -84,8 +84,15 @@ def ctrl_c_cancels(cancel: threading.Event) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def run_ask(arguments: tuple[str, ...], *, as_json: bool, flags: dict[str, Any]) -> int:
-    """Returns the exit code."""
+def run_ask(
+    arguments: tuple[str, ...],
+    *,
+    as_json: bool,
+    flags: dict[str, Any],
+    continue_latest: bool = False,
+) -> int:
+    """Returns the exit code. ``continue_latest``: ask in the latest conversation about these
+    repositories (as ``llm -c`` does), with its history and exclude patterns."""
     roots, question = split_question(arguments, sys.stdin.isatty())
     for root in roots:
         if not root.exists():
@@ -98,6 +105,10 @@ def run_ask(arguments: tuple[str, ...], *, as_json: bool, flags: dict[str, Any])
     text = read_question(question, arguments)
     settings = load_settings(roots, flags)
     session = Session(roots, settings, engine_factory=engine_factory_from_env(settings))
+    if continue_latest and session.resume(patterns=True) is None:
+        raise UsageError(
+            "no conversation about these repositories yet; ask once without --continue"
+        )
     cancel = threading.Event()
     sink = _json_sink if as_json else _StreamSink()
     try:

@@ -311,3 +311,20 @@ def test_ctrl_c_during_the_prefill_keeps_a_checkpoint_for_the_next_run(
     assert outcome["source"] == "disk"
     assert outcome["restored_tokens"] == checkpoint.n_tokens
     assert outcome["evaluated_tokens"] == total - checkpoint.n_tokens
+
+
+def test_continue_asks_in_the_latest_conversation(
+    shop: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from repoctx.conversations import ConversationStore
+
+    env = {"REPOCTX_HOME": str(tmp_path / "home")}
+    alone = ask("-c", str(shop), "And the pears?", env=env)
+    assert alone.returncode == 2 and "ask once without --continue" in alone.stderr
+    first = ask(str(shop), "What does total return?", env=env)
+    follow = ask("--continue", str(shop), "And the pears?", env=env)
+    assert (first.returncode, follow.returncode) == (0, 0), first.stderr + follow.stderr
+    monkeypatch.setenv("REPOCTX_HOME", env["REPOCTX_HOME"])
+    (conversation,) = ConversationStore().list([shop])
+    asked = [m.content for m in conversation.messages if m.role == "user"]
+    assert asked == ["What does total return?", "And the pears?"]
