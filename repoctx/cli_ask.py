@@ -100,11 +100,11 @@ def run_ask(
     if os.environ.get("REPOCTX_ENGINE") == "local":  # the model runs in this process
         import llama_cpp  # noqa: F401 - before anything imports numpy (CUDA builds crash)
 
-    from repoctx.session import Session, engine_factory_from_env
+    from repoctx.session import open_session
 
     text = read_question(question, arguments)
     settings = load_settings(roots, flags)
-    session = Session(roots, settings, engine_factory=engine_factory_from_env(settings))
+    session = open_session(roots, settings)
     if continue_latest and session.resume(patterns=True) is None:
         raise UsageError(
             "no conversation about these repositories yet; ask once without --continue"

@@ -24,14 +24,15 @@ from repoctx.protocol_rpc import (
     RpcError,
     notification,
 )
-from repoctx.session import Session, engine_factory_from_env
+from repoctx.session import Session, open_session
 
 Send = Callable[[JsonObject], None]
 SessionFactory = Callable[[Sequence[Path], Settings, ConversationStore], Session]
 
 
 def default_session(roots: Sequence[Path], settings: Settings, store: ConversationStore) -> Session:
-    return Session(roots, settings, engine_factory=engine_factory_from_env(), conversations=store)
+    """Settings' KV type and flash attention reach the engine, as in ask and chat."""
+    return open_session(roots, settings, store)
 
 
 @dataclass(frozen=True)

@@ -234,6 +234,15 @@ def _round_up(value: int, step: int) -> int:
     return -(-value // step) * step
 
 
+def open_session(
+    roots: Sequence[Path], settings: Settings, conversations: ConversationStore | None = None
+) -> Session:
+    """The session of every front end (ask, serve, chat): the engine ``REPOCTX_ENGINE``
+    selects, with the KV type and flash attention of ``settings``."""
+    factory = engine_factory_from_env(settings)
+    return Session(roots, settings, engine_factory=factory, conversations=conversations)
+
+
 def engine_factory_from_env(settings: Settings | None = None) -> EngineFactory:
     """The engine that ``REPOCTX_ENGINE`` selects, with the KV type and flash attention of
     ``settings``: unset or empty, the resident engine process (``repoctx engine``, started on

@@ -435,3 +435,18 @@ def test_stdout_carries_protocol_only(tmp_path: Path, spawn: Callable[..., Clien
     client.close_stdin()
     assert client.finish() == 0
     assert b"print noise" in client.stderr and b"fd noise" in client.stderr
+
+
+@pytest.mark.parametrize("engine", ["", "local"])
+def test_serve_opens_the_engine_with_the_settings_kv_type_and_flash_attention(
+    engine: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from repoctx.config import Settings
+    from repoctx.conversations import ConversationStore
+    from repoctx.protocol_methods import default_session
+
+    monkeypatch.setenv("REPOCTX_ENGINE", engine)
+    settings = Settings(kv_type="q4_0", flash_attn=False)
+    session = default_session([tmp_path], settings, ConversationStore(tmp_path / "c"))
+    factory: Any = session.engine_factory
+    assert (factory.kv_type, factory.flash_attn) == ("q4_0", False)
