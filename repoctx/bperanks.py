@@ -10,10 +10,12 @@ import hashlib
 import marshal
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import pairwise
+from pathlib import Path
 
 from repoctx import fsutil, paths
+from repoctx.errors import TokenizerError
 from repoctx.events import EventSink, Notice
 from repoctx.modelfile import ModelInfo, Vocabulary, read_vocabulary
 from repoctx.pretokenizers import PRE_TOKENIZERS
@@ -198,17 +200,25 @@ class _CorruptCache(Exception):
 def _pack(result: Ranks | str) -> bytes:
     """A cache file: a magic string naming the format, sha256 of the body, and the body: ``Ranks``
     (or why the vocabulary has none) in marshal's format, which is fast to load."""
-    value = result if isinstance(result, str) else dataclasses.astuple(result)
-    body = marshal.dumps(value)
+    if isinstance(result, str):
+        body = marshal.dumps(result)
+    else:  # the fields as they are: dataclasses.astuple would deep-copy every list first
+        fields = (result.pieces, result.ranks, result.ids, result.user_defined, result.control)
+        body = marshal.dumps(fields)
     return _CACHE_MAGIC + hashlib.sha256(body).digest() + body
 
 
-def _unpack(data: bytes) -> Ranks | str:
+def _body(data: bytes) -> bytes:
+    """The marshalled value of a cache file whose magic and digest are right."""
     body = data[len(_CACHE_MAGIC) + 32 :]
     if data[: len(_CACHE_MAGIC)] != _CACHE_MAGIC or len(data) < len(_CACHE_MAGIC) + 32:
         raise _CorruptCache
     if hashlib.sha256(body).digest() != data[len(_CACHE_MAGIC) : len(_CACHE_MAGIC) + 32]:
         raise _CorruptCache
+    return body
+
+
+def _value(body: bytes) -> Ranks | str:
     try:
         value = marshal.loads(body)
         return value if isinstance(value, str) else Ranks(*value)
@@ -216,11 +226,52 @@ def _unpack(data: bytes) -> Ranks | str:
         raise _CorruptCache from error
 
 
+def _unpack(data: bytes) -> Ranks | str:
+    return _value(_body(data))
+
+
+_TUPLES = frozenset(b"()")  # marshal's type codes of a tuple (with its reference flag off)
+
+
+def cached_ranks_later(info: ModelInfo, on_event: EventSink) -> Callable[[], Ranks] | str:
+    """As ``cached_ranks``, but ranks found in the cache are only checked here (digest, and
+    that the file holds ranks); reading them out (milliseconds of unmarshalling, and memory)
+    waits for the first call, which a run that counts nothing never makes."""
+    path = _cache_path(info)
+    try:
+        body = _body(path.read_bytes())
+    except (OSError, _CorruptCache):
+        return _at_once(cached_ranks(info, on_event))  # derives, or rebuilds with a notice
+    if not body or body[0] & 0x7F not in _TUPLES:
+        return _at_once(cached_ranks(info, on_event))
+
+    def load() -> Ranks:
+        try:
+            value = _value(body)
+        except _CorruptCache:
+            value = cached_ranks(info, on_event)
+        if isinstance(value, str):
+            raise TokenizerError(f"{path}: holds no ranks after all ({value})")
+        return value
+
+    return load
+
+
+def _at_once(found: Ranks | str) -> Callable[[], Ranks] | str:
+    if isinstance(found, str):
+        return found
+    return lambda: found
+
+
+def _cache_path(info: ModelInfo) -> Path:
+    return paths.cache_dir() / "tokenizers" / f"{info.vocab_fingerprint}.ranks"
+
+
 def cached_ranks(info: ModelInfo, on_event: EventSink) -> Ranks | str:
     """The ranks of ``info``'s vocabulary or why it has none: cached under
     ``cache_dir()/tokenizers``, else derived and cached. A corrupt cache file is rebuilt with a
     notice; one that cannot be written is left alone with a notice."""
-    path = paths.cache_dir() / "tokenizers" / f"{info.vocab_fingerprint}.ranks"
+    path = _cache_path(info)
     try:
         return _unpack(path.read_bytes())
     except (FileNotFoundError, NotADirectoryError):

@@ -1,10 +1,12 @@
 """A small content-keyed store for per-file results (imports, token counts, git history).
 
 Keys are content identities (git blob ids, commit ids, tokenizer fingerprints), never mtimes,
-so a hit is always right. The store is one SQLite database: writes are atomic, a second process
-waits on SQLite's lock, the size is capped with least-recently-used eviction, and a corrupt or
+so a hit is always right. The one record keyed otherwise, the scan's file-status records (see
+``repoctx.scan``), holds status data that is checked against the file on every use, as git
+checks its index. The store is one SQLite database: writes are atomic, a second process waits
+on SQLite's lock, the size is capped with least-recently-used eviction, and a corrupt or
 unwritable database is replaced (or, failing that, kept in memory) with a notice instead of
-failing the run.
+failing the run. Reads mark entries used at most once an hour, so a warm run writes nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from repoctx.events import EventSink, Notice, ignore_events
 
 DEFAULT_CAP_BYTES = 256 * 1024 * 1024
 _CHUNK = 500
+# a read marks an entry used only when its mark is older than this: an hour is precise enough
+# for least-recently-used eviction, and a warm run's reads then write nothing
+_TOUCH_AFTER_S = 3600.0
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
     namespace TEXT NOT NULL,
@@ -132,8 +137,8 @@ class ContentCache:
                     f"SELECT key, value FROM entries WHERE namespace=? AND key IN ({marks})", args
                 ).fetchall()
                 self._db.execute(
-                    f"UPDATE entries SET used=? WHERE namespace=? AND key IN ({marks})",
-                    [now, *args],
+                    f"UPDATE entries SET used=? WHERE namespace=? AND key IN ({marks}) AND used<?",
+                    [now, *args, now - _TOUCH_AFTER_S],
                 )
         return rows
 
@@ -160,6 +165,8 @@ class ContentCache:
         self.put_many(namespace, {key: value})
 
     def _evict(self) -> None:
+        if self._page_bytes() <= self.cap_bytes:
+            return  # the entries take more room than their sizes add up to: under the cap
         total = self.size_bytes()
         if total <= self.cap_bytes:
             return
@@ -173,6 +180,12 @@ class ContentCache:
                 doomed.append((namespace, key))
                 total -= size
             self._db.executemany("DELETE FROM entries WHERE namespace=? AND key=?", doomed)
+
+    def _page_bytes(self) -> int:
+        """The bytes of the pages in use: cheap, unlike adding up every entry's size."""
+        pages = self._db.execute("PRAGMA page_count").fetchone()[0]
+        free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
+        return int(pages - free) * int(self._db.execute("PRAGMA page_size").fetchone()[0])
 
     @_locked
     def size_bytes(self) -> int:

@@ -3,10 +3,11 @@ dependency graph they resolve to."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,23 +15,48 @@ from repoctx.cache import ContentCache
 from repoctx.events import EventSink, Progress, ignore_events
 from repoctx.graph import DepGraph
 from repoctx.languages import ImportRef, RepoIndex, get_language
+from repoctx.languages.base import HeadedLanguage
 from repoctx.snapshot import RootSnapshot, SkipReason, Snapshot, SourceFile
 
 CACHE_NAMESPACE = "imports:v1"
+# imports of a head that parsed cleanly, by its bytes: any file with that head has them
+HEADS_NAMESPACE = "import-heads:v1"
 _PARALLEL_MIN_BYTES = 2 * 1024 * 1024
 _BATCH_BYTES = 512 * 1024
+
+_Job = tuple[str, str, bytes]  # cache key, language, source
+_Result = tuple[str, list[list[object]], str | None]  # cache key, refs as JSON, head key
 
 
 def imports_cache_key(file: SourceFile) -> str:
     return f"{file.language}:{file.blob_id}"
 
 
+def head_cache_key(language: str, head: bytes) -> str:
+    return f"{language}:{hashlib.sha1(head, usedforsecurity=False).hexdigest()}"
+
+
 def extract_one(language: str, source: bytes) -> list[ImportRef]:
     return get_language(language).extract(source)
 
 
-def _extract_batch(jobs: list[tuple[str, str, bytes]]) -> list[tuple[str, list[list[object]]]]:
-    return [(key, [ref.to_json() for ref in extract_one(lang, data)]) for key, lang, data in jobs]
+@functools.cache
+def _headed(language: str) -> HeadedLanguage | None:
+    spec = get_language(language)
+    return spec if isinstance(spec, HeadedLanguage) else None
+
+
+def _extract_job(key: str, language: str, source: bytes) -> _Result:
+    spec = _headed(language)
+    if spec is None:
+        return key, [ref.to_json() for ref in extract_one(language, source)], None
+    refs, head = spec.extract_with_head(source)
+    head_key = None if head is None else head_cache_key(language, head)
+    return key, [ref.to_json() for ref in refs], head_key
+
+
+def _extract_batch(jobs: list[_Job]) -> list[_Result]:
+    return [_extract_job(*job) for job in jobs]
 
 
 @dataclass
@@ -38,26 +64,31 @@ class ImportScan:
     """Imports extraction in flight: start it, do other work, then ``finish()``."""
 
     refs: dict[str, list[ImportRef]]
-    pending: list[Future[list[tuple[str, list[list[object]]]]]]
-    inline_jobs: list[tuple[str, str, bytes]]
+    by_head: dict[str, list[list[object]]]  # found by their head: stored by blob id too
+    pending: list[Future[list[_Result]]]
+    inline_jobs: list[_Job]
     executor: Executor | None
     cache: ContentCache
     total: int
     on_event: EventSink
 
     def finish(self) -> dict[str, list[ImportRef]]:
-        fresh: dict[str, list[list[object]]] = {}
+        fresh: dict[str, list[list[object]]] = dict(self.by_head)
+        heads: dict[str, list[list[object]]] = {}
         for batch in self._results():
-            for key, refs in batch:
+            for key, refs, head_key in batch:
                 fresh[key] = refs
+                if head_key is not None:
+                    heads[head_key] = refs
                 self.refs[key] = [ImportRef.from_json(r) for r in refs]
             self.on_event(Progress("parse", min(len(self.refs), self.total), self.total))
         if self.executor is not None:
             self.executor.shutdown()
         self.cache.put_many(CACHE_NAMESPACE, fresh)
+        self.cache.put_many(HEADS_NAMESPACE, heads)
         return self.refs
 
-    def _results(self) -> Iterator[list[tuple[str, list[list[object]]]]]:
+    def _results(self) -> Iterator[list[_Result]]:
         for future in self.pending:
             yield future.result()
         for start in range(0, len(self.inline_jobs), 64):
@@ -67,29 +98,52 @@ class ImportScan:
 def start_import_scan(
     files: Sequence[SourceFile], cache: ContentCache, on_event: EventSink = ignore_events
 ) -> ImportScan:
-    """Look every file up in the cache and send the misses to worker processes when there is
-    enough work to pay for them (the caller tokenizes meanwhile on its own thread pool)."""
+    """Look every file up in the cache, by blob id, then by head, and send the misses to
+    worker processes when there is enough work to pay for them (the caller tokenizes
+    meanwhile)."""
     parsable = [f for f in files if f.language is not None]
     keys = {imports_cache_key(f) for f in parsable}
     cached = cache.get_many(CACHE_NAMESPACE, sorted(keys))
     refs = {key: [ImportRef.from_json(r) for r in value] for key, value in cached.items()}
-    jobs: list[tuple[str, str, bytes]] = []
+    jobs: list[_Job] = []
     seen = set(refs)
     for file in parsable:
         key = imports_cache_key(file)
         if key not in seen:
             seen.add(key)
             jobs.append((key, str(file.language), file.text.encode("utf-8", "surrogatepass")))
+    by_head = _found_by_head(jobs, cache)
+    refs.update({key: [ImportRef.from_json(r) for r in value] for key, value in by_head.items()})
+    jobs = [job for job in jobs if job[0] not in by_head]
     total_bytes = sum(len(job[2]) for job in jobs)
-    if total_bytes < _PARALLEL_MIN_BYTES or (os.cpu_count() or 1) < 2:
-        return ImportScan(refs, [], jobs, None, cache, len(keys), on_event)
-    executor = ProcessPoolExecutor(max_workers=min(os.cpu_count() or 2, 8))
+    workers = min((os.cpu_count() or 1) - 1, 8)  # a core stays with the caller's tokenizer
+    if total_bytes < _PARALLEL_MIN_BYTES or workers < 1:
+        return ImportScan(refs, by_head, [], jobs, None, cache, len(keys), on_event)
+    from concurrent.futures import ProcessPoolExecutor  # multiprocessing: slow to import
+
+    executor = ProcessPoolExecutor(max_workers=workers)
     pending = [executor.submit(_extract_batch, batch) for batch in _batches(jobs)]
-    return ImportScan(refs, pending, [], executor, cache, len(keys), on_event)
+    return ImportScan(refs, by_head, pending, [], executor, cache, len(keys), on_event)
 
 
-def _batches(jobs: list[tuple[str, str, bytes]]) -> Iterator[list[tuple[str, str, bytes]]]:
-    batch: list[tuple[str, str, bytes]] = []
+def _found_by_head(jobs: list[_Job], cache: ContentCache) -> dict[str, list[list[object]]]:
+    """The stored imports of the jobs whose head (see ``HeadedLanguage``) a file parsed
+    before had, by the jobs' cache keys: an edit below the last import costs no parse."""
+    heads: dict[str, str] = {}
+    for key, language, source in jobs:
+        spec = _headed(language)
+        if spec is not None:
+            head = spec.import_head(source)
+            if head is not None:
+                heads[key] = head_cache_key(language, head)
+    if not heads:
+        return {}
+    stored = cache.get_many(HEADS_NAMESPACE, heads.values())
+    return {key: stored[head] for key, head in heads.items() if head in stored}
+
+
+def _batches(jobs: list[_Job]) -> Iterator[list[_Job]]:
+    batch: list[_Job] = []
     size = 0
     for job in sorted(jobs, key=lambda j: -len(j[2])):
         batch.append(job)

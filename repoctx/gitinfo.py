@@ -1,10 +1,15 @@
 """Git plumbing for the scan, through the ``git`` binary: a handful of calls per root, never one
-per file.
+per file, and none that reads every file (the scan reads them itself anyway).
 
-* ``find_repo``: one ``rev-parse`` tells whether a folder is inside a work tree and where.
-* ``list_files``: ``ls-files -s`` (tracked paths with their index blob ids) and ``status
-  --porcelain=v2`` (what differs from the index and from HEAD, and the untracked files git does
-  not ignore), run side by side.
+* ``find_repo``: one ``rev-parse`` tells whether a folder is inside a work tree, where, and its
+  HEAD commit.
+* ``list_files``: ``ls-files -s`` (tracked paths with their index blob ids), ``ls-files
+  --others`` (untracked files git does not ignore) and ``diff-index --cached`` (what is staged),
+  run side by side. Unlike ``git status`` none of them compares the work tree with the index,
+  which costs a read of every file whose stat data the index does not match (all of them in a
+  copied or freshly cloned tree).
+* ``changed_from_head``: git's own verdict (filters, line endings, modes) on the few files whose
+  bytes differ from their index blob.
 * ``history``: one ``log --name-only`` over the last ``HISTORY_LIMIT`` commits that touch the
   root, cached by HEAD commit id so a warm run does not walk history at all.
 """
@@ -46,19 +51,18 @@ class GitRepo:
     toplevel: Path
     prefix: str  # the scanned root relative to the top of the work tree: "" or "sub/dir/"
     common_dir: Path
+    head: str | None = None  # commit id of HEAD; None on an unborn branch
 
 
 @dataclass
 class Listing:
     """The files git sees under a root; every path is relative to the root."""
 
-    head: str | None = None  # None on an unborn branch
     tracked: dict[str, tuple[str, str]] = field(default_factory=dict)  # path -> (mode, blob id)
     untracked: list[str] = field(default_factory=list)
     nested: list[str] = field(default_factory=list)  # untracked repositories inside the root
-    changed: set[str] = field(default_factory=set)  # on disk differs from the index
-    dirty: set[str] = field(default_factory=set)  # differs from HEAD, staged or not
-    deleted: set[str] = field(default_factory=set)  # in the index, gone from the work tree
+    staged: set[str] = field(default_factory=set)  # the index differs from HEAD
+    unmerged: set[str] = field(default_factory=set)  # in conflict: several stages in the index
 
 
 def _environment() -> dict[str, str]:
@@ -68,7 +72,8 @@ def _environment() -> dict[str, str]:
     return env
 
 
-def _run(args: Sequence[str], cwd: Path) -> bytes:
+def _run(args: Sequence[str], cwd: Path, success: Sequence[int] = (0,)) -> tuple[int, bytes]:
+    """Exit status and output of ``git args``; GitError unless the status is in ``success``."""
     try:
         done = subprocess.run(
             ["git", *args],
@@ -80,9 +85,10 @@ def _run(args: Sequence[str], cwd: Path) -> bytes:
         )
     except OSError as error:
         raise GitError(f"git cannot be run: {error}") from error
-    if done.returncode != 0:
-        raise GitError(_one_line(done.stderr) or f"git {args[0]} failed")
-    return done.stdout
+    if done.returncode not in success:
+        subcommand = next((a for a in args if not a.startswith("-")), "")
+        raise GitError(_one_line(done.stderr) or f"git {subcommand} failed")
+    return done.returncode, done.stdout
 
 
 def _one_line(stderr: bytes) -> str:
@@ -93,15 +99,20 @@ def find_repo(root: Path) -> GitRepo | None:
     """The work tree holding ``root`` (an absolute, resolved folder), or None for a plain folder.
 
     Raises GitUnavailable when there is a ``.git`` but git refuses it or is not installed."""
-    try:
-        out = _run(["rev-parse", "--show-toplevel", "--show-prefix", "--git-common-dir"], root)
+    args = ["rev-parse", "--show-toplevel", "--show-prefix", "--git-common-dir"]
+    try:  # --verify -q: HEAD's id, or status 1 and no line on an unborn branch
+        status, out = _run([*args, "--verify", "-q", "HEAD"], root, success=(0, 1))
     except GitError as error:
         marker = _dot_git_above(root)
         if marker is None or "work tree" in str(error):
             return None
         raise GitUnavailable(f"{marker} cannot be read with git ({error})") from None
-    toplevel, prefix, common = (os.fsdecode(line) for line in out.split(b"\n")[:3])
-    return GitRepo(Path(toplevel), prefix, root / common)
+    lines = [os.fsdecode(line) for line in out.split(b"\n")]
+    if len(lines) < 4 or (status == 0 and len(lines) < 5):
+        raise GitUnavailable(f"git rev-parse gave no answer in {root}")
+    toplevel, prefix, common = lines[:3]
+    head = lines[3] if status == 0 else None
+    return GitRepo(Path(toplevel), prefix, root / common, head)
 
 
 def _dot_git_above(folder: Path) -> Path | None:
@@ -112,11 +123,28 @@ def _dot_git_above(folder: Path) -> Path | None:
 
 
 def list_files(repo: GitRepo, root: Path) -> Listing:
-    """Tracked files with their index blob ids, and the work tree's differences, in two
-    concurrent git calls."""
-    status_args = ["status", "--porcelain=v2", "-z", "--branch", "--untracked-files=all"]
-    status_args += ["--ignore-submodules=all", "--no-renames", "--", "."]
-    commands = (["ls-files", "-z", "-s", "--", "."], status_args)
+    """Tracked files with their index blob ids, untracked files and staged changes, in
+    concurrent git calls that read the index, HEAD's tree and folders, never file contents."""
+    commands = [
+        ["ls-files", "-z", "-s", "--", "."],
+        ["ls-files", "-z", "--others", "--exclude-standard", "--", "."],
+    ]
+    if repo.head is not None:
+        diff = ["diff-index", "--cached", "-z", "--name-only", "--relative", "--no-renames"]
+        commands.append([*diff, "--ignore-submodules=all", repo.head, "--", "."])
+    outputs = _run_together(commands, root)
+    listing = Listing()
+    _parse_ls_files(outputs[0], listing)
+    _parse_others(outputs[1], listing)
+    if repo.head is None:  # nothing committed: every tracked file is staged
+        listing.staged.update(listing.tracked)
+    else:
+        listing.staged.update(os.fsdecode(path) for path in outputs[2].split(b"\0") if path)
+    return listing
+
+
+def _run_together(commands: Sequence[Sequence[str]], cwd: Path) -> list[bytes]:
+    """The outputs of several git commands run side by side; GitError if one fails."""
     env = _environment()
     running: list[subprocess.Popen[bytes]] = []
     try:
@@ -124,7 +152,7 @@ def list_files(repo: GitRepo, root: Path) -> Listing:
             running.append(
                 subprocess.Popen(
                     ["git", *args],
-                    cwd=root,
+                    cwd=cwd,
                     env=env,
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE,
@@ -145,10 +173,7 @@ def list_files(repo: GitRepo, root: Path) -> Listing:
         outputs.append(out)
     if failure:
         raise GitError(failure)
-    listing = Listing()
-    _parse_ls_files(outputs[0], listing)
-    _parse_status(outputs[1], repo.prefix, listing)
-    return listing
+    return outputs
 
 
 def _parse_ls_files(out: bytes, listing: Listing) -> None:
@@ -156,35 +181,49 @@ def _parse_ls_files(out: bytes, listing: Listing) -> None:
         meta, tab, path = entry.partition(b"\t")
         if not tab:
             continue
-        mode, blob, _stage = meta.split(b" ")
-        listing.tracked[os.fsdecode(path)] = (mode.decode(), blob.decode())
+        mode, blob, stage = meta.split(b" ")
+        name = os.fsdecode(path)
+        listing.tracked[name] = (mode.decode(), blob.decode())
+        if stage != b"0":
+            listing.unmerged.add(name)
 
 
-def _parse_status(out: bytes, prefix: str, listing: Listing) -> None:
+def _parse_others(out: bytes, listing: Listing) -> None:
+    for entry in out.split(b"\0"):
+        if entry:
+            path = os.fsdecode(entry)
+            (listing.nested if path.endswith("/") else listing.untracked).append(path.rstrip("/"))
+
+
+_MAX_PATHSPECS = 2000  # beyond this many files, ask about the whole root
+
+
+def changed_from_head(root: Path, prefix: str, paths: Sequence[str]) -> set[str]:
+    """Which of ``paths`` (files relative to ``root``) git sees as differing from HEAD, in the
+    index or in the work tree: its own verdict, after clean filters and line-ending
+    conversion, for files whose bytes on disk are not their index blob."""
+    if not paths:
+        return set()
+    pathspecs = list(paths) if len(paths) <= _MAX_PATHSPECS else ["."]
+    status = ["status", "--porcelain=v2", "-z", "--untracked-files=no", "--no-renames"]
+    status += ["--ignore-submodules=all", "--", *pathspecs]
+    _, out = _run(["--literal-pathspecs", *status], root)
+    return _parse_status(out, prefix) & set(paths)
+
+
+def _parse_status(out: bytes, prefix: str) -> set[str]:
+    """The paths of the changed entries of ``status --porcelain=v2 -z``, relative to the root."""
+    changed: set[str] = set()
     entries = iter(out.split(b"\0"))
     for raw in entries:
         entry = os.fsdecode(raw)
         kind = entry[:2]
-        if entry.startswith("# branch.oid "):
-            oid = entry.removeprefix("# branch.oid ")
-            listing.head = None if oid == "(initial)" else oid
-        elif kind == "? ":
-            path = entry[2:].removeprefix(prefix)
-            (listing.nested if path.endswith("/") else listing.untracked).append(path.rstrip("/"))
-        elif kind in ("1 ", "2 ", "u "):
+        if kind in ("1 ", "2 ", "u "):
             fields = {"1 ": 8, "2 ": 9, "u ": 10}[kind]
-            parts = entry.split(" ", fields)
-            _record_change(listing, parts[1], parts[fields].removeprefix(prefix), kind == "u ")
+            changed.add(entry.split(" ", fields)[fields].removeprefix(prefix))
             if kind == "2 ":
                 next(entries, None)  # the rename's original path
-
-
-def _record_change(listing: Listing, xy: str, path: str, unmerged: bool) -> None:
-    listing.dirty.add(path)
-    if xy[1] == "D":
-        listing.deleted.add(path)
-    elif xy[1] != "." or unmerged:
-        listing.changed.add(path)
+    return changed
 
 
 def history(
@@ -202,7 +241,8 @@ def history(
         if isinstance(cached, dict) and _valid_history(cached):
             return {str(path): int(when) for path, when in cached.items()}
     args = ["log", "-z", "--relative", "--no-renames", "--name-only", "--format=%x1e%ct"]
-    times = _parse_log(_run([*args, f"-n{limit}", head, "--", "."], root))
+    _, out = _run([*args, f"-n{limit}", head, "--", "."], root)
+    times = _parse_log(out)
     if cache is not None:
         cache.put(HISTORY_NAMESPACE, key, times)
     return times

@@ -8,30 +8,43 @@ an ignored folder stays ignored whatever deeper patterns say, as in git.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import importlib.util
+import json
 import os
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from pathspec import GitIgnoreSpec
-from pathspec.patterns.gitignore.spec import GitIgnoreSpecPattern
-
+from repoctx import fsutil, paths
 from repoctx.errors import ConfigError
 from repoctx.events import EventSink, Notice
+
+if TYPE_CHECKING:
+    from pathspec import GitIgnoreSpec
 
 VCS_DIRS = frozenset({".git", ".hg", ".svn"})
 IGNORE_FILE = ".repoctxignore"
 
 
+def gitignore_spec(lines: Iterable[str]) -> GitIgnoreSpec:
+    """pathspec's matcher of ``lines``; ValueError for a bad pattern. pathspec is imported
+    here, on first use: importing it costs more than the rest of a warm pack's rules."""
+    from pathspec import GitIgnoreSpec
+
+    return GitIgnoreSpec.from_lines(lines)
+
+
 def compile_patterns(lines: Sequence[str], what: str) -> GitIgnoreSpec:
     """A gitignore spec, or ConfigError saying which pattern of ``what`` is bad."""
     try:
-        return GitIgnoreSpec.from_lines(lines)
+        return gitignore_spec(lines)
     except ValueError:
         for line in lines:
             try:
-                GitIgnoreSpec.from_lines([line])
+                gitignore_spec([line])
             except ValueError as error:
                 raise ConfigError(f"{what}: bad pattern {line!r} ({error})") from None
         raise
@@ -43,11 +56,86 @@ def _translate(lines: Sequence[str], what: str) -> list[tuple[str, str | None, b
     translated = []
     for line in lines:
         try:
-            regex, include = GitIgnoreSpecPattern.pattern_to_regex(line)
+            regex, include = _TRANSLATIONS.regex(line)
         except ValueError as error:
             raise ConfigError(f"{what}: bad pattern {line!r} ({error})") from None
         translated.append((line, regex, include))
+    _TRANSLATIONS.save()
     return translated
+
+
+# the files of pathspec whose code turns a gitignore pattern into a regex
+_TRANSLATOR_FILES = (
+    "_version.py",
+    "pattern.py",
+    "patterns/gitignore/base.py",
+    "patterns/gitignore/spec.py",
+)
+
+
+class _Translations:
+    """pathspec's regex of each gitignore pattern line, kept on disk under a digest of the
+    pathspec code that makes it (a new pathspec starts afresh), so that the rules' hundreds of
+    patterns need no pathspec import. An unreadable or corrupt file is rebuilt."""
+
+    def __init__(self) -> None:
+        self.known: dict[str, tuple[str | None, bool | None]] | None = None
+        self.translator = ""
+        self.fresh = False
+
+    def regex(self, line: str) -> tuple[str | None, bool | None]:
+        if self.known is None:
+            self.known = self._load()
+        if line not in self.known:
+            from pathspec.patterns.gitignore.spec import GitIgnoreSpecPattern
+
+            self.known[line] = GitIgnoreSpecPattern.pattern_to_regex(line)
+            self.fresh = True
+        return self.known[line]
+
+    def _load(self) -> dict[str, tuple[str | None, bool | None]]:
+        self.translator = _translator_digest()
+        with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+            stored = json.loads(_translations_path().read_bytes())
+            if self.translator and stored["translator"] == self.translator:
+                return {
+                    str(line): (None if r is None else str(r), None if i is None else bool(i))
+                    for line, (r, i) in stored["patterns"].items()
+                }
+        return {}
+
+    def save(self) -> None:
+        if not self.fresh or not self.translator or self.known is None:
+            return
+        record = {"translator": self.translator, "patterns": self.known}
+        with contextlib.suppress(OSError):
+            location = _translations_path()
+            paths.ensure_private_dir(location.parent)
+            fsutil.atomic_write(location, json.dumps(record).encode())
+            self.fresh = False
+
+
+def _translations_path() -> Path:
+    return paths.cache_dir() / "gitignore-patterns.json"
+
+
+def _translator_digest() -> str:
+    """sha1 of pathspec's pattern-translating code, found without importing it; "" when it
+    cannot be read (then nothing is kept)."""
+    found = importlib.util.find_spec("pathspec")
+    if found is None or not found.submodule_search_locations:
+        return ""
+    base = Path(next(iter(found.submodule_search_locations)))
+    digest = hashlib.sha1(usedforsecurity=False)
+    try:
+        for name in _TRANSLATOR_FILES:
+            digest.update((base / name).read_bytes())
+    except OSError:
+        return ""
+    return digest.hexdigest()
+
+
+_TRANSLATIONS = _Translations()
 
 
 class FirstMatch:
@@ -211,17 +299,17 @@ def load_spec(path: str, on_event: EventSink) -> GitIgnoreSpec:
             lines = handle.read().splitlines()
     except OSError as error:
         on_event(Notice(f"{path}: cannot be read ({error.strerror}); its patterns are not used"))
-        return GitIgnoreSpec.from_lines([])
+        return gitignore_spec([])
     try:
         return compile_patterns(lines, path)
     except ConfigError as error:
         on_event(Notice(f"{error}; that line is not used"))
-        return GitIgnoreSpec.from_lines([line for line in lines if _valid(line)])
+        return gitignore_spec([line for line in lines if _valid(line)])
 
 
 def _valid(line: str) -> bool:
     try:
-        GitIgnoreSpec.from_lines([line])
+        gitignore_spec([line])
     except ValueError:
         return False
     return True

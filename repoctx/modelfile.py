@@ -8,11 +8,15 @@ stays quick and leaves llama.cpp's import order alone (see ``repoctx.tokens``).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
+import json
 import mmap
 import os
 import struct
 import sys
+import time
 from array import array
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from repoctx import fsutil, paths
 from repoctx.errors import ModelError
 
 _MAGIC = b"GGUF"
@@ -150,6 +155,23 @@ class _Cursor:
             raise _Truncated from error
         self.advance(pos - self.pos)
 
+    def _strings(self, count: int) -> list[str]:
+        """``count`` strings in a row (a vocabulary: tens of thousands, read in one loop)."""
+        unpack, buffer, pos, size = self._u64.unpack_from, self.buffer, self.pos, self.size
+        strings: list[str] = []
+        append = strings.append
+        try:
+            for _ in range(count):
+                start = pos + 8
+                pos = start + unpack(buffer, pos)[0]
+                if pos > size:
+                    raise _Truncated
+                append(buffer[start:pos].decode("utf-8", "surrogateescape"))
+        except struct.error as error:
+            raise _Truncated from error
+        self.pos = pos
+        return strings
+
     def skip_value(self, kind: int) -> None:
         if kind == _STRING:
             self.skip_strings(1)
@@ -176,7 +198,7 @@ class _Cursor:
         if item_kind == _STRING:
             if count > self.size:
                 raise _Truncated
-            return [self.string() for _ in range(count)]
+            return self._strings(count)
         code = _INTEGER_ARRAYS.get(item_kind)
         if code is None:
             self.skip_array(item_kind, count)
@@ -188,7 +210,10 @@ class _Cursor:
         return values.tolist()
 
 
-def _identity(path: Path) -> tuple[str, int, int, int]:
+_Identity = tuple[str, int, int, int, int, int]  # resolved path, size, mtime, ctime, inode, device
+
+
+def _identity(path: Path) -> _Identity:
     try:
         status = path.stat()
     except FileNotFoundError:
@@ -202,7 +227,14 @@ def _identity(path: Path) -> tuple[str, int, int, int]:
         ) from None
     if not path.is_file():
         raise ModelError(f"{path}: is not a file; pass --model PATH to a .gguf file")
-    return (str(path.resolve()), status.st_size, status.st_mtime_ns, status.st_ino)
+    return (
+        str(path.resolve()),
+        status.st_size,
+        status.st_mtime_ns,
+        status.st_ctime_ns,
+        status.st_ino,
+        status.st_dev,
+    )
 
 
 def _not_gguf(path: Path, why: str) -> ModelError:
@@ -327,22 +359,68 @@ def _memo(table: dict[Any, _T], key: Any, compute: Callable[[], _T]) -> _T:
     return table[key]
 
 
-_HEADERS: dict[tuple[str, int, int, int], tuple[_Header, str]] = {}
+_HEADERS: dict[_Identity, tuple[_Header, str]] = {}
 
 
 def _header_and_fingerprint(path: Path) -> tuple[_Header, str]:
     def compute() -> tuple[_Header, str]:
+        remembered = _remembered(identity)
+        if remembered is not None:
+            return remembered
         with _mapped(path) as buffer:
             header = _parse(path, buffer, None)
-            return header, _content_fingerprint(buffer, header.data_offset)
+            found = header, _content_fingerprint(buffer, header.data_offset)
+        _remember(identity, *found)
+        return found
 
-    return _memo(_HEADERS, _identity(path), compute)
+    identity = _identity(path)
+    return _memo(_HEADERS, identity, compute)
+
+
+# The header and fingerprint of a model file are also kept on disk by its status, as git's
+# index keeps blob ids: trusted while path, size, mtime, ctime (which no tool sets back),
+# inode and device all match, and written only for a file settled for a while, so that a
+# change within the same clock tick as the last one cannot go unseen.
+_REMEMBERED_VERSION = 1
+_SETTLED_NS = 2_000_000_000
+
+
+def _remembered_path(identity: _Identity) -> Path:
+    digest = hashlib.sha256(identity[0].encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    return paths.cache_dir() / "models" / f"{digest}.json"
+
+
+def _remembered(identity: _Identity) -> tuple[_Header, str] | None:
+    try:
+        record = json.loads(_remembered_path(identity).read_bytes())
+        if record["version"] != _REMEMBERED_VERSION or record["identity"] != list(identity):
+            return None
+        return _Header(**record["header"]), str(record["fingerprint"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # absent or unreadable: parsed again, and written again
+
+
+def _remember(identity: _Identity, header: _Header, content_fingerprint: str) -> None:
+    _, _, mtime, ctime, _, _ = identity
+    if time.time_ns() - max(mtime, ctime) < _SETTLED_NS:
+        return
+    record = {
+        "version": _REMEMBERED_VERSION,
+        "identity": list(identity),
+        "header": dataclasses.asdict(header),
+        "fingerprint": content_fingerprint,
+    }
+    location = _remembered_path(identity)
+    with contextlib.suppress(OSError, ValueError):
+        paths.ensure_private_dir(location.parent)
+        fsutil.atomic_write(location, json.dumps(record).encode())
 
 
 def fingerprint(path: str | os.PathLike[str]) -> str:
     """Content identity of a GGUF file, fast on multi-GB files (see ``_content_fingerprint``);
-    memoized per path, size, mtime and inode. llama.cpp does not check that a saved state came
-    from the same model, so caches of model state are keyed by this."""
+    memoized per path, size, mtime, ctime, inode and device (on disk too). llama.cpp does not
+    check that a saved state came from the same model, so caches of model state are keyed by
+    this."""
     return _header_and_fingerprint(Path(path))[1]
 
 

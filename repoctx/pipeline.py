@@ -10,10 +10,13 @@ rendered and counted in that format.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeGuard
 
 from repoctx.cache import ContentCache
 from repoctx.config import Settings
@@ -29,9 +32,10 @@ from repoctx.render import RENDERERS, Renderer
 from repoctx.rules import Rules
 from repoctx.scan import ScanOptions, scan
 from repoctx.snapshot import Snapshot, SourceFile
-from repoctx.tokens import Tokenizer, load_tokenizer
+from repoctx.tokens import Tokenizer, count_batches, load_tokenizer
 
 SIGNATURES_NAMESPACE = "signatures:v1"
+TEXTS_RECORD = "texts"  # key prefix of _TextCounts records, beside segment keys "xml:full:..."
 FITTED_FORMAT = "xml"  # what the model sees, so what the budget is about
 
 
@@ -101,30 +105,34 @@ def build_pack(
     watch.lap("scan")
     plan = plan_resolution(snapshot, cache)
     imports = start_import_scan(plan.todo, cache, on_event)
+    workers = imports.executor if tokenizer is None else None  # they rebuild only ours
     tokenizer = tokenizer or load_tokenizer(model.path, on_event)
     watch.lap("tokenizer")
     renderer = RENDERERS[FITTED_FORMAT]
-    counter = _SegmentCounter(tokenizer, cache, renderer, on_event)
-    segments = counter.full_segments(snapshot.files)
+    counter = _SegmentCounter(tokenizer, cache, renderer, on_event, model.path)
+    segments = counter.full_segments(snapshot.files, workers)
     watch.lap("tokens")
     graph = build_graph(snapshot, imports.finish(), plan, cache)
     ordering = order_files(graph, {f.key: f.last_changed for f in snapshot.files})
     watch.lap("graph")
+    root_names = [root.name for root in snapshot.roots]
+    texts = _TextCounts(tokenizer, cache, renderer, root_names)
     inputs = PackInputs(
         renderer=renderer,
-        root_names=[root.name for root in snapshot.roots],
+        root_names=root_names,
         segments=[segments[key] for key in ordering.order],
         dependents={key: len(users) for key, users in graph.dependents().items()},
-        count=tokenizer.count_many,
+        count=texts.count_many,
         reduce=counter.reduced_segments,
         skipped=[Omission(s.key, s.reason.value, s.size, None, s.detail) for s in snapshot.skipped],
     )
     pack = fit(inputs, budget)
+    texts.remember()
     if not tokenizer.additive:
         pack = _fit_whole_text(inputs, budget, pack, tokenizer)
     if settings.format in RENDERERS and settings.format != FITTED_FORMAT:
-        viewer = _SegmentCounter(tokenizer, cache, RENDERERS[settings.format], on_event)
-        pack = _view(pack, inputs.root_names, viewer)
+        viewer = _SegmentCounter(tokenizer, cache, RENDERERS[settings.format], on_event, model.path)
+        pack = _view(pack, root_names, viewer)
     watch.lap("fit")
     return PackResult(snapshot, graph, ordering, pack, model, watch.timings)
 
@@ -135,7 +143,9 @@ def _view(pack: Pack, root_names: list[str], viewer: _SegmentCounter) -> Pack:
         **viewer.full_segments([s.file for s in pack.segments if not s.reduced]),
         **viewer.reduced_segments([s.file for s in pack.segments if s.reduced]),
     }
-    shown = view(pack, viewer.renderer, root_names, segments, viewer.tokenizer.count_many)
+    texts = _TextCounts(viewer.tokenizer, viewer.cache, viewer.renderer, root_names)
+    shown = view(pack, viewer.renderer, root_names, segments, texts.count_many)
+    texts.remember()
     if viewer.tokenizer.additive:
         return shown
     return dataclasses.replace(shown, tokens=viewer.tokenizer.count(shown.text))
@@ -157,32 +167,97 @@ def _fit_whole_text(inputs: PackInputs, budget: int, pack: Pack, tokenizer: Toke
     raise BudgetTooSmallError(budget, exact)
 
 
+class _TextCounts:
+    """Token counts of the texts around the files (header, footer, the names of dropped
+    files), kept in the cache per tokenizer, format and roots, text by text, so that a run
+    whose files all come from the cache never has to build the tokenizer."""
+
+    LIMIT = 20_000  # texts kept per record
+
+    def __init__(
+        self, tokenizer: Tokenizer, cache: ContentCache, renderer: Renderer, roots: list[str]
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.cache = cache
+        self.namespace = f"tokens:{tokenizer.name}"
+        roots_digest = hashlib.sha256("\0".join(roots).encode()).hexdigest()[:32]
+        self.key = f"{TEXTS_RECORD}:{renderer.name}:{roots_digest}"
+        stored = cache.get(self.namespace, self.key)
+        self.known: dict[str, int] = stored if _is_text_counts(stored) else {}
+        self.fresh = False
+
+    def count_many(self, texts: Sequence[str]) -> list[int]:
+        missing = [text for text in dict.fromkeys(texts) if text not in self.known]
+        if missing:
+            self.known.update(zip(missing, self.tokenizer.count_many(missing), strict=True))
+            self.fresh = True
+        return [self.known[text] for text in texts]
+
+    def remember(self) -> None:
+        if self.fresh and len(self.known) <= self.LIMIT:
+            self.cache.put(self.namespace, self.key, self.known)
+
+
+_BATCH_CHARS = 128 * 1024  # small enough for workers and this thread to meet near the middle
+
+
+def _batches(names: list[str], size: Callable[[str], int]) -> list[list[str]]:
+    """``names`` in order, cut into batches of about ``_BATCH_CHARS`` characters."""
+    batches: list[list[str]] = [[]]
+    filled = 0
+    for name in names:
+        if filled >= _BATCH_CHARS:
+            batches.append([])
+            filled = 0
+        batches[-1].append(name)
+        filled += size(name)
+    return batches if batches[0] else []
+
+
+def _is_text_counts(value: object) -> TypeGuard[dict[str, int]]:
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and type(v) is int for k, v in value.items()
+    )
+
+
 class _SegmentCounter:
     """Renders files and counts their tokens, cached by (format, path, blob id, tokenizer)."""
 
     def __init__(
-        self, tokenizer: Tokenizer, cache: ContentCache, renderer: Renderer, on_event: EventSink
+        self,
+        tokenizer: Tokenizer,
+        cache: ContentCache,
+        renderer: Renderer,
+        on_event: EventSink,
+        model_path: Path,
     ) -> None:
         self.tokenizer = tokenizer
         self.cache = cache
         self.renderer = renderer
         self.on_event = on_event
+        self.model_path = model_path
         self.namespace = f"tokens:{tokenizer.name}"
 
     def _key(self, file: SourceFile, reduced: bool) -> str:
         state = "sig" if reduced else "full"
         return f"{self.renderer.name}:{state}:{file.blob_id}:{file.key}"
 
-    def _segments(self, rendered: dict[str, tuple[SourceFile, str, bool]]) -> dict[str, Segment]:
+    def _segments(
+        self, rendered: dict[str, tuple[SourceFile, str, bool]], workers: Executor | None = None
+    ) -> dict[str, Segment]:
         keys = {name: self._key(file, reduced) for name, (file, _, reduced) in rendered.items()}
         cached = self.cache.get_many(self.namespace, keys.values())
         missing = [name for name, key in keys.items() if key not in cached]
+        batches = _batches(missing, lambda name: len(rendered[name][1]))
+        texts = [[rendered[name][1] for name in batch] for batch in batches]
         counted: dict[str, int] = {}
-        for start in range(0, len(missing), 256):
-            chunk = missing[start : start + 256]
-            counts = self.tokenizer.count_many([rendered[name][1] for name in chunk])
-            counted.update({keys[name]: count for name, count in zip(chunk, counts, strict=True)})
-            self.on_event(Progress("tokens", start + len(chunk), len(missing)))
+        done = 0
+        for batch, counts in zip(
+            batches, count_batches(self.tokenizer, texts, self.model_path, workers), strict=True
+        ):
+            counted.update({keys[name]: count for name, count in zip(batch, counts, strict=True)})
+            done += len(batch)
+            self.on_event(Progress("tokens", done, len(missing)))
         self.cache.put_many(self.namespace, counted)
         totals = {**cached, **counted}
         return {
@@ -190,9 +265,12 @@ class _SegmentCounter:
             for name, (file, text, reduced) in rendered.items()
         }
 
-    def full_segments(self, files: Sequence[SourceFile]) -> dict[str, Segment]:
+    def full_segments(
+        self, files: Sequence[SourceFile], workers: Executor | None = None
+    ) -> dict[str, Segment]:
+        """Every file whole; ``workers`` (processes) may count some of them."""
         rendered = {f.key: (f, self.renderer.file(f, f.text, False), False) for f in files}
-        return self._segments(rendered)
+        return self._segments(rendered, workers)
 
     def reduced_segments(self, files: list[SourceFile]) -> dict[str, Segment]:
         keys = {f.key: f"{f.language}:{f.blob_id}" for f in files if f.language}

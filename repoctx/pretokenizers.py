@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 _CONTRACTIONS = r"'s|'t|'re|'ve|'m|'ll|'d"
 GPT2_PATTERN = _CONTRACTIONS + r"| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
@@ -27,6 +28,12 @@ _UNICODE_16_LN = (
 
 
 def for_tiktoken(pattern: str) -> str:
+    """``pattern`` with \\p{L} and \\p{N} narrowed to llama.cpp's Unicode tables, its
+    alternatives grouped for speed (see ``group_plain_alternatives``)."""
+    return group_plain_alternatives(_narrowed(pattern))
+
+
+def _narrowed(pattern: str) -> str:
     """``pattern`` with \\p{L} and \\p{N} narrowed to llama.cpp's Unicode tables."""
     newer = "".join(
         "-".join(f"\\U{int(bound, 16):08X}" for bound in span.split("-"))
@@ -40,6 +47,52 @@ def for_tiktoken(pattern: str) -> str:
     for index, group in enumerate(negated):
         pattern = pattern.replace(f"\0{index}", f"[{group}[{newer}]]")
     return pattern
+
+
+_LOOKAROUND = re.compile(r"\(\?<?[=!]")
+
+
+def group_plain_alternatives(pattern: str) -> str:
+    """``pattern`` with each run of consecutive top-level alternatives that need no look-around
+    wrapped in one group. The matches are the same (alternation is associative), but
+    tiktoken's regex engine (fancy-regex) then tries the whole run in one call of its automaton
+    instead of alternative by alternative in its backtracking machine: twice as fast on code."""
+    grouped: list[str] = []
+    plain: list[str] = []
+    for alternative in top_level_alternatives(pattern):
+        if _LOOKAROUND.search(alternative) is None:
+            plain.append(alternative)
+            continue
+        if plain:
+            grouped.append("(?:" + "|".join(plain) + ")")
+            plain = []
+        grouped.append(alternative)
+    if plain:
+        grouped.append("(?:" + "|".join(plain) + ")")
+    return "|".join(grouped)
+
+
+def top_level_alternatives(pattern: str) -> list[str]:
+    """The alternatives of ``pattern`` split at each ``|`` outside groups and classes."""
+    alternatives: list[str] = []
+    depth = classes = start = index = 0
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "\\":
+            index += 2
+            continue
+        if char == "[":
+            classes += 1
+        elif char == "]" and classes:
+            classes -= 1
+        elif not classes and char in "()":
+            depth += 1 if char == "(" else -1
+        elif not classes and not depth and char == "|":
+            alternatives.append(pattern[start:index])
+            start = index + 1
+        index += 1
+    alternatives.append(pattern[start:])
+    return alternatives
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,13 +14,19 @@ symlink is NOT_A_FILE, a link leading outside the root OUTSIDE_ROOT, a dangling 
 BROKEN_LINK. Text keeps its newlines exactly as on disk (CRLF included), so ``text`` always
 matches ``blob_id``; only a byte order mark is dropped.
 
-Blob ids come from the index for tracked files git reports unchanged, and are computed for
-everything else. ``last_changed`` is the time of the newest commit touching the file, NEWEST
-for files that differ from HEAD, 0 outside git or beyond the history limit.
+Blob ids are computed from the bytes read (git's way), so a file's id always matches its text;
+a tracked file whose status matches the record of the last scan that found it equal to its
+index blob is not hashed again (``_StatusRecords``). Where the id is not the file's index blob
+(or the mode differs), git is asked whether the file differs from HEAD, which clean filters
+and line-ending conversion can deny; only those files, so an unchanged tree costs no ``git
+status`` (which reads every file whose stat data the index does not match). ``last_changed``
+is the time of the newest commit touching the file, NEWEST for files that differ from HEAD, 0
+outside git or beyond the history limit.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 import time
@@ -28,9 +34,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
-
-from pathspec import GitIgnoreSpec
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from repoctx import gitinfo, ignore
 from repoctx.cache import ContentCache
@@ -48,8 +52,13 @@ from repoctx.paths import user_path
 from repoctx.rules import BULK_KINDS, Classifier, PathClass, Rules, decode_text
 from repoctx.snapshot import RootSnapshot, SkippedFile, SkipReason, Snapshot, SourceFile
 
+if TYPE_CHECKING:
+    from pathspec import GitIgnoreSpec
+
 NEWEST = gitinfo.NEWEST
 PROGRESS_EVERY = 250
+STATUS_NAMESPACE = "file-status:v1"
+SETTLED_NS = 2_000_000_000  # a file changed more recently may change again unseen in its tick
 
 
 @dataclass(frozen=True)
@@ -68,7 +77,8 @@ class ScanOptions:
 
 class _Candidate(NamedTuple):
     path: str  # posix, relative to the root
-    blob_id: str | None = None  # the index's id, when git says the file on disk matches it
+    index_id: str | None = None  # blob id in the index of a tracked file (not in conflict)
+    index_mode: str = ""  # its mode there: "100644", "100755" or "120000"
     last_changed: int = 0
     skip: SkipReason | None = None
     detail: str = ""
@@ -105,7 +115,7 @@ def scan(
     total = sum(len(listing.candidates) for listing in listings)
     done = 0
     on_event(Progress("scan", 0, total))
-    readers = [_Reader(listing, classifier) for listing in listings]
+    readers = [_Reader(listing, classifier, _StatusRecords(cache, listing)) for listing in listings]
     for reader in readers:
         for candidate in reader.listing.candidates:
             reader.process(candidate)
@@ -204,24 +214,24 @@ def _list_git(
 ) -> None:
     files = gitinfo.list_files(repo, listing.path)
     times: dict[str, int] = {}
-    clean = files.tracked.keys() - files.dirty
-    if files.head is not None and options.history and clean:
+    if repo.head is not None and options.history and files.tracked.keys() - files.staged:
         try:
-            times = gitinfo.history(repo, listing.path, files.head, cache, options.history_limit)
+            times = gitinfo.history(repo, listing.path, repo.head, cache, options.history_limit)
         except gitinfo.GitError as error:
             on_event(Notice(f"{listing.given}: git log failed ({error}); change times unknown"))
     candidates = listing.candidates
     for path, (mode, blob) in files.tracked.items():
         if mode == gitinfo.GITLINK_MODE:
             candidates.append(_Candidate(path, skip=SkipReason.SUBMODULE, detail=blob))
-        elif path not in files.deleted:
-            trusted = mode != gitinfo.SYMLINK_MODE and path not in files.changed
-            last = NEWEST if path in files.dirty else times.get(path, 0)
-            candidates.append(_Candidate(path, blob if trusted else None, last, tracked=True))
-    candidates += [_Candidate(path, None, NEWEST) for path in files.untracked]
+        elif path in files.unmerged:
+            candidates.append(_Candidate(path, last_changed=NEWEST, tracked=True))
+        else:
+            last = NEWEST if path in files.staged else times.get(path, 0)
+            candidates.append(_Candidate(path, blob, mode, last, tracked=True))
+    candidates += [_Candidate(path, last_changed=NEWEST) for path in files.untracked]
     for path in files.nested:
         candidates.append(_Candidate(path, skip=SkipReason.SUBMODULE, detail="nested repository"))
-    listing.is_git, listing.head, listing.prefix = True, files.head, repo.prefix
+    listing.is_git, listing.head, listing.prefix = True, repo.head, repo.prefix
 
 
 # -- .repoctxignore, --exclude, --include -----------------------------------------------------
@@ -232,14 +242,14 @@ class _Filters:
     not."""
 
     def __init__(self, options: ScanOptions) -> None:
-        self.exclude = _compile_flag("--exclude", options.exclude)
+        self.exclude = _compile_flag("--exclude", options.exclude) if options.exclude else None
         self.include = _compile_flag("--include", options.include) if options.include else None
 
     def apply(self, listing: _Listing, on_event: EventSink) -> list[_Candidate]:
         paths = [candidate.path for candidate in listing.candidates]
         layers = ignore.repoctxignore_layers(listing.path, paths, listing.prefix, on_event)
         matchers = [ignore.FlatIgnore(layers)] if layers else []
-        if self.exclude.patterns:
+        if self.exclude is not None and self.exclude.patterns:
             matchers.append(ignore.FlatIgnore([ignore.Layer("", "", self.exclude)]))
         if not matchers and self.include is None:
             return listing.candidates
@@ -268,18 +278,60 @@ def _compile_flag(flag: str, patterns: Sequence[str]) -> GitIgnoreSpec:
 # -- reading ----------------------------------------------------------------------------------
 
 
+class _StatusRecords:
+    """Blob ids of a root's tracked files by their status, kept from one scan to the next as
+    git's index keeps them, so that unchanged files are not hashed again (the index's own
+    status data does not match a copied or freshly checked-out tree, and is git's to refresh).
+
+    A record is trusted when the size, mtime, ctime (which no tool sets back), inode and device
+    of the file just read all match, and its id is still the file's index blob; it is written
+    only for a file whose bytes hashed to its index blob and that had not changed for a while
+    (``SETTLED_NS``), so that a change within the same clock tick cannot go unseen."""
+
+    def __init__(self, cache: ContentCache | None, listing: _Listing) -> None:
+        self.cache = cache
+        self.key = str(listing.path)
+        stored = cache.get(STATUS_NAMESPACE, self.key) if cache is not None else None
+        self.stored: dict[str, Any] = stored if isinstance(stored, dict) else {}
+        self.kept: dict[str, list[int | str]] = {}
+        self.settled_before = time.time_ns() - SETTLED_NS
+
+    def blob_id(self, path: str, index_id: str | None, status: os.stat_result, data: bytes) -> str:
+        """The blob id of ``data``, read from ``path`` and of ``status`` after the read."""
+        known: list[int | str] = [
+            status.st_size,
+            status.st_mtime_ns,
+            status.st_ctime_ns,
+            status.st_ino,
+            status.st_dev,
+        ]
+        if index_id is not None and self.stored.get(path) == [*known, index_id]:
+            self.kept[path] = [*known, index_id]
+            return index_id
+        blob = gitinfo.blob_id(data)
+        changed = max(status.st_mtime_ns, status.st_ctime_ns)
+        if blob == index_id and changed < self.settled_before:
+            self.kept[path] = [*known, blob]
+        return blob
+
+    def save(self) -> None:
+        if self.cache is not None and self.kept != self.stored:
+            self.cache.put(STATUS_NAMESPACE, self.key, self.kept)
+
+
 class _Reader:
     """Turns the candidates of one root into SourceFile and SkippedFile entries."""
 
-    def __init__(self, listing: _Listing, classifier: Classifier) -> None:
+    def __init__(self, listing: _Listing, classifier: Classifier, status: _StatusRecords) -> None:
         self.listing = listing
         self.real = str(listing.path)
         self.base = self.real + os.sep
         self.classifier = classifier
+        self.status = status
         self.files: list[SourceFile] = []
         self.skipped: list[SkippedFile] = []
         self.unreadable: list[str] = []
-        self.hashed = 0
+        self.unlike_index: list[str] = []  # tracked files whose id or mode is not the index's
 
     def process(self, candidate: _Candidate) -> None:
         result = self._examine(candidate)
@@ -302,12 +354,16 @@ class _Reader:
             return None  # gone since git listed it, or not checked out (sparse)
         except OSError as error:
             return self._unreadable(path, error)
-        blob = candidate.blob_id
+        if candidate.tracked and stat.S_ISDIR(info.st_mode):
+            return None  # a folder now: git lists the files in it as untracked
+        link_id: str | None = None  # a link's blob id as git stores links: its target path's
         if stat.S_ISLNK(info.st_mode):
+            if candidate.index_id is not None:
+                link_id = _link_id(full)
             followed = self._follow(path, full)
             if isinstance(followed, SkippedFile):
                 return followed
-            info, blob = followed, None
+            info = followed
         if not stat.S_ISREG(info.st_mode):
             return self._skip(path, SkipReason.NOT_A_FILE, 0, _file_type(info.st_mode))
         verdict = self.classifier.classify(path, candidate.tracked)
@@ -319,7 +375,15 @@ class _Reader:
             return self._skip(path, SkipReason.TOO_LARGE, size, self._limit_detail(limit))
         if size == 0:
             return self._skip(path, SkipReason.EMPTY)
-        return self._read(candidate, full, verdict, blob)
+        found = self._read(candidate, full, verdict)
+        if isinstance(found, SourceFile) and candidate.index_id is not None:
+            if link_id is not None:
+                as_git_sees = (link_id, gitinfo.SYMLINK_MODE)
+            else:
+                as_git_sees = (found.blob_id, _file_mode(info))
+            if as_git_sees != (candidate.index_id, candidate.index_mode):
+                self.unlike_index.append(path)
+        return found
 
     def _size_limit(self, verdict: PathClass) -> int:
         rules = self.classifier.rules
@@ -348,12 +412,13 @@ class _Reader:
         return info
 
     def _read(
-        self, candidate: _Candidate, full: str, verdict: PathClass, blob: str | None
+        self, candidate: _Candidate, full: str, verdict: PathClass
     ) -> SourceFile | SkippedFile:
         path = candidate.path
         try:
             with open(full, "rb") as handle:
                 data = handle.read()
+                status = os.fstat(handle.fileno())  # after the read: a change during it shows
         except OSError as error:
             return self._unreadable(path, error)
         if not data:
@@ -365,11 +430,9 @@ class _Reader:
         verdict = self.classifier.refine(verdict, path, len(data), text)
         if verdict.skip is not None:
             return self._skip(path, verdict.skip, len(data), verdict.detail)
-        if blob is None:
-            blob = gitinfo.blob_id(data)
-            self.hashed += 1
         language = language_for_path(path)
         name, size, last = self.listing.name, len(data), candidate.last_changed
+        blob = self.status.blob_id(path, candidate.index_id, status, data)
         return SourceFile(
             name, path, blob, size, text, language, verdict.kind, last, encoding, verdict.detail
         )
@@ -379,6 +442,8 @@ class _Reader:
         return self._skip(path, SkipReason.UNREADABLE, 0, error.strerror or str(error))
 
     def finish(self, on_event: EventSink) -> RootSnapshot:
+        self._date_changes(on_event)
+        self.status.save()
         if self.unreadable:
             shown = ", ".join(self.unreadable[:5])
             more = f" and {len(self.unreadable) - 5} more" if len(self.unreadable) > 5 else ""
@@ -389,6 +454,36 @@ class _Reader:
         return RootSnapshot(
             listing.name, listing.path, listing.is_git, listing.head, files, skipped
         )
+
+    def _date_changes(self, on_event: EventSink) -> None:
+        """NEWEST for the files whose content or mode is not the index's, where git agrees
+        that they differ from HEAD (filters and line-ending conversion may say otherwise)."""
+        if not self.unlike_index:
+            return
+        listing = self.listing
+        try:
+            changed = gitinfo.changed_from_head(listing.path, listing.prefix, self.unlike_index)
+        except gitinfo.GitError as error:
+            on_event(Notice(f"{listing.given}: git status failed ({error}); taken as changed"))
+            changed = set(self.unlike_index)
+        self.files = [
+            dataclasses.replace(f, last_changed=NEWEST) if f.path in changed else f
+            for f in self.files
+        ]
+
+
+def _link_id(full: str) -> str:
+    """The blob id git gives the symlink at ``full`` (that of its target path); "" when the
+    link cannot be read."""
+    try:
+        return gitinfo.blob_id(os.fsencode(os.readlink(full)))
+    except OSError:
+        return ""
+
+
+def _file_mode(info: os.stat_result) -> str:
+    """The mode git records for a regular file with status ``info``."""
+    return "100755" if info.st_mode & stat.S_IXUSR else "100644"
 
 
 def _file_type(mode: int) -> str:
@@ -408,6 +503,5 @@ def _stats(readers: Sequence[_Reader]) -> dict[str, int]:
         counts["files"] += len(reader.files)
         counts["skipped"] += len(reader.skipped)
         counts["bytes"] += sum(source.size for source in reader.files)
-        counts["hashed"] += reader.hashed
         counts.update(f"skipped.{s.reason.name.lower()}" for s in reader.skipped)
     return dict(sorted(counts.items()))

@@ -23,13 +23,13 @@ import re
 import threading
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any
 
 import tiktoken
 
-from repoctx.bperanks import Ranks, cached_ranks
+from repoctx.bperanks import Ranks, cached_ranks, cached_ranks_later
 from repoctx.errors import TokenizerError
 from repoctx.events import EventSink, ignore_events
 from repoctx.modelfile import ModelInfo, read_model_info
@@ -45,6 +45,10 @@ class Tokenizer(ABC):
     # count(a + b) == count(a) + count(b) when ``a`` ends with one "\n" after a non-blank
     # character and ``b`` starts with a non-blank one (byte-level BPE; not SentencePiece)
     additive: bool = False
+    # counts on several threads run at once (else they take turns and threads only cost)
+    threads_run_together: bool = True
+    # a worker process rebuilds it from the model file quickly (from the cached ranks)
+    rebuilt_in_workers: bool = False
 
     @abstractmethod
     def encode(self, text: str) -> list[int]:
@@ -63,9 +67,9 @@ class Tokenizer(ABC):
         special tokens. Only for text repoctx writes itself, never for the user's content."""
 
     def count_many(self, texts: Sequence[str]) -> list[int]:
-        """``[count(t) for t in texts]``, spread over the CPU cores (both tokenizers release
-        the GIL while they work)."""
-        workers = min(os.cpu_count() or 1, len(texts))
+        """``[count(t) for t in texts]``, spread over the CPU cores where threads run together
+        (llama.cpp's tokenizer releases the GIL; see ``count_batches`` for tiktoken)."""
+        workers = min(os.cpu_count() or 1, len(texts)) if self.threads_run_together else 1
         if workers < 2 or sum(map(len, texts)) < _PARALLEL_CHARS:
             return [self.count(text) for text in texts]
         counts = [0] * len(texts)
@@ -88,42 +92,80 @@ def _valid(text: str) -> str:
     return text
 
 
-class TiktokenTokenizer(Tokenizer):
-    """tiktoken over ranks derived from a byte-level BPE vocabulary."""
-
-    additive = True
+class _Tables:
+    """What a TiktokenTokenizer encodes with, made from its ranks."""
 
     def __init__(self, name: str, pre: PreTokenizer, ranks: Ranks) -> None:
-        self.name = name
         mergeable = dict(zip(ranks.pieces, ranks.ranks, strict=True))
-        pattern = for_tiktoken(pre.pattern)
-        self._encoding = tiktoken.Encoding(
-            name, pat_str=pattern, mergeable_ranks=mergeable, special_tokens={}
+        self.encoding = tiktoken.Encoding(
+            name, pat_str=for_tiktoken(pre.pattern), mergeable_ranks=mergeable, special_tokens={}
         )
-        self._id_of_rank: dict[int, int] | None = None
+        self.id_of_rank: dict[int, int] | None = None
         pairs = zip(ranks.ranks, ranks.ids, strict=True)
         if ranks.ranks != ranks.ids and any(r != t and t >= 0 for r, t in pairs):
-            self._id_of_rank = dict(zip(ranks.ranks, ranks.ids, strict=True))
+            self.id_of_rank = dict(zip(ranks.ranks, ranks.ids, strict=True))
         dropped = [i for i, token in enumerate(ranks.ids[:256]) if token < 0]  # only bytes
-        self._dropped_ranks = frozenset(ranks.ranks[i] for i in dropped)
-        self._dropped_chars = _chars_containing(bytes(ranks.pieces[i][0] for i in dropped))
-        self._control = dict(ranks.control)
-        self._control_re = (
-            re.compile("|".join(re.escape(t) for t in sorted(self._control, key=len, reverse=True)))
-            if self._control
+        self.dropped_ranks = frozenset(ranks.ranks[i] for i in dropped)
+        missing = bytes(ranks.pieces[i][0] for i in dropped)
+        self.dropped_chars = _chars_containing(missing)
+        self.dropped_ascii = "".join(chr(byte) for byte in missing if byte < 0x80)
+        self.control = dict(ranks.control)
+        self.control_re = (
+            re.compile("|".join(re.escape(t) for t in sorted(self.control, key=len, reverse=True)))
+            if self.control
             else None
         )
-        self._user_defined = sorted(ranks.user_defined, key=lambda item: -len(item[0]))
-        self._user_defined_re = (
-            re.compile("|".join(re.escape(text) for text, _ in self._user_defined))
-            if self._user_defined
+        self.user_defined = sorted(ranks.user_defined, key=lambda item: -len(item[0]))
+        self.user_defined_re = (
+            re.compile("|".join(re.escape(text) for text, _ in self.user_defined))
+            if self.user_defined
             else None
         )
+
+    def may_drop(self, text: str) -> bool:
+        """Whether ``text`` may hold a byte the vocabulary lacks (its ranks are then removed)."""
+        if self.dropped_chars is None:
+            return False
+        if text.isascii():  # known without a scan; then only ASCII bytes can be missing
+            return any(char in text for char in self.dropped_ascii)
+        return self.dropped_chars.search(text) is not None
+
+
+class TiktokenTokenizer(Tokenizer):
+    """tiktoken over ranks derived from a byte-level BPE vocabulary. The ranks are read and the
+    encoder built on first use (tens of milliseconds): a run whose counts all come from the
+    cache never needs them."""
+
+    additive = True
+    # tiktoken releases the GIL, but with these patterns its threads take turns on the regex
+    # engine's match cache: two threads counted no faster than one, with more CPU time
+    threads_run_together = False
+    rebuilt_in_workers = True
+
+    def __init__(self, name: str, pre: PreTokenizer, ranks: Ranks | Callable[[], Ranks]) -> None:
+        self.name = name
+        self._pre = pre
+        self._ranks = ranks
+        self._built: _Tables | None = None
+        self._building = threading.Lock()
+
+    @property
+    def _tables(self) -> _Tables:
+        if self._built is None:
+            with self._building:
+                if self._built is None:
+                    ranks = self._ranks if isinstance(self._ranks, Ranks) else self._ranks()
+                    self._built = _Tables(self.name, self._pre, ranks)
+        return self._built
+
+    @property
+    def _encoding(self) -> tiktoken.Encoding:
+        return self._tables.encoding
 
     def _fragments(self, text: str) -> list[str | int]:
         """Split at user-defined tokens as llama.cpp does: longest token first, each in turn."""
         fragments: list[str | int] = [text]
-        for special, token in self._user_defined:
+        for special, token in self._tables.user_defined:
             split: list[str | int] = []
             for fragment in fragments:
                 if isinstance(fragment, int) or special not in fragment:
@@ -135,16 +177,18 @@ class TiktokenTokenizer(Tokenizer):
         return fragments
 
     def _ordinary(self, text: str) -> list[int]:
-        ranks = self._encoding.encode_ordinary(text)
-        if self._dropped_chars is not None and self._dropped_chars.search(text):
-            ranks = [rank for rank in ranks if rank not in self._dropped_ranks]
-        if self._id_of_rank is None:
+        tables = self._tables
+        ranks = tables.encoding.encode_ordinary(text)
+        if tables.may_drop(text):
+            ranks = [rank for rank in ranks if rank not in tables.dropped_ranks]
+        if tables.id_of_rank is None:
             return ranks
-        table = self._id_of_rank
+        table = tables.id_of_rank
         return [table[rank] for rank in ranks]
 
     def encode(self, text: str) -> list[int]:  # tiktoken replaces lone surrogates as _valid does
-        if self._user_defined_re is None or not self._user_defined_re.search(text):
+        user_defined = self._tables.user_defined_re
+        if user_defined is None or not user_defined.search(text):
             return self._ordinary(text)
         ids: list[int] = []
         for fragment in self._fragments(text):
@@ -152,22 +196,27 @@ class TiktokenTokenizer(Tokenizer):
         return ids
 
     def special_text(self, token_id: int) -> str | None:
-        return next((text for text, i in self._control.items() if i == token_id), None)
+        return next((text for text, i in self._tables.control.items() if i == token_id), None)
 
     def encode_markup(self, text: str) -> list[int]:
-        if self._control_re is None:
+        tables = self._tables
+        if tables.control_re is None:
             return self.encode(text)
         ids: list[int] = []
         position = 0
-        for match in self._control_re.finditer(text):
-            ids += [*self.encode(text[position : match.start()]), self._control[match.group()]]
+        for match in tables.control_re.finditer(text):
+            ids += [*self.encode(text[position : match.start()]), tables.control[match.group()]]
             position = match.end()
         return ids + self.encode(text[position:])
 
     def count(self, text: str) -> int:
-        if self._user_defined_re is not None or self._dropped_chars is not None:
+        tables = self._tables
+        if tables.user_defined_re is not None and tables.user_defined_re.search(text):
             return len(self.encode(text))
-        return len(self._encoding.encode_ordinary(text))
+        ranks = tables.encoding.encode_ordinary(text)
+        if not tables.may_drop(text):
+            return len(ranks)
+        return sum(rank not in tables.dropped_ranks for rank in ranks)
 
 
 def _chars_containing(missing: bytes) -> re.Pattern[str] | None:
@@ -248,6 +297,35 @@ def quiet_llama_cpp(llama_cpp: Any) -> None:
         llama_cpp.llama_backend_init()
 
 
+def count_batches(
+    tokenizer: Tokenizer,
+    batches: Sequence[list[str]],
+    model_path: str | os.PathLike[str],
+    workers: Executor | None = None,
+) -> Iterator[list[int]]:
+    """The counts of each batch of texts, in order. With ``workers`` (worker processes, such
+    as the import parser's, idle once it is done) and a tokenizer they can rebuild, batches are
+    shared: the workers take them from the end, this thread from the start, and a batch that
+    no worker has started yet is counted here."""
+    shared: dict[int, Future[list[int]]] = {}
+    if workers is not None and tokenizer.rebuilt_in_workers and len(batches) > 1:
+        for index in reversed(range(1, len(batches))):
+            shared[index] = workers.submit(_count_in_worker, os.fspath(model_path), batches[index])
+    for index, batch in enumerate(batches):
+        future = shared.get(index)
+        if future is None or future.cancel():
+            yield tokenizer.count_many(batch)
+            continue
+        try:
+            yield future.result()
+        except Exception:  # a worker that could not count (or died) leaves the batch here
+            yield tokenizer.count_many(batch)
+
+
+def _count_in_worker(model_path: str, texts: list[str]) -> list[int]:
+    return load_tokenizer(model_path).count_many(texts)
+
+
 _TOKENIZERS: dict[str, Tokenizer] = {}
 _LOCK = threading.Lock()
 
@@ -269,10 +347,15 @@ def load_tokenizer(
 
 def _make_tokenizer(info: ModelInfo, on_event: EventSink) -> Tokenizer:
     if info.tokenizer_model == "gpt2" and (info.pre_tokenizer or "") in PRE_TOKENIZERS:
-        ranks = cached_ranks(info, on_event)
+        pre = PRE_TOKENIZERS[info.pre_tokenizer or ""]
+        name = f"bpe:{info.vocab_fingerprint}"
         # llama.cpp strips spaces around the special tokens of Phi-3 models: not mirrored here
-        phi3 = re.search("phi-?3", (info.name or "").lower()) is not None
-        if isinstance(ranks, Ranks) and not (phi3 and ranks.user_defined):
-            pre = PRE_TOKENIZERS[info.pre_tokenizer or ""]
-            return TiktokenTokenizer(f"bpe:{info.vocab_fingerprint}", pre, ranks)
+        if re.search("phi-?3", (info.name or "").lower()) is not None:
+            ranks = cached_ranks(info, on_event)
+            if isinstance(ranks, Ranks) and not ranks.user_defined:
+                return TiktokenTokenizer(name, pre, ranks)
+        else:
+            later = cached_ranks_later(info, on_event)
+            if not isinstance(later, str):
+                return TiktokenTokenizer(name, pre, later)
     return LlamaCppTokenizer(info)

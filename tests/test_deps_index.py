@@ -6,12 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from repo_helpers import MakeRepo, write_files
 
 from repoctx.cache import ContentCache
 from repoctx.config import Settings
 from repoctx.deps import ResolvePlan, build_graph, indexed_paths, plan_resolution, start_import_scan
 from repoctx.graph import DepGraph, backward_violations, order_files
+from repoctx.languages import ImportRef, python
 from repoctx.pipeline import build_pack
 from repoctx.rules import Rules
 from repoctx.scan import ScanOptions, scan
@@ -173,3 +175,29 @@ def test_a_new_empty_file_invalidates_the_cached_targets(make_repo: MakeRepo) ->
     assert second.skip_reason("examples/__init__.py") is SkipReason.EMPTY
     assert "proj/lib/pkg/x.py" in {f.key for f in second.plan.todo}
     assert second.imports_of("lib/pkg/x.py") == LIB_PKG_X_IMPORTS
+
+
+def test_an_edit_below_the_last_import_reuses_the_imports_without_a_parse(
+    make_repo: MakeRepo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = "import os\nfrom pkg import util\n\n\ndef run():\n    return 1\n"
+    files = {"pkg/__init__.py": "", "pkg/util.py": "x = 1\n", "pkg/other.py": "y = 2\n"}
+    repo = make_repo({**files, "pkg/m.py": module})
+    cache = ContentCache.memory()
+    assert resolve(repo, cache).imports_of("pkg/m.py") == {"proj/pkg/util.py"}
+    parsed: list[bytes] = []
+    real = python._extract_with_head
+
+    def spy(source: bytes) -> tuple[list[ImportRef], bytes | None]:
+        parsed.append(source)
+        return real(source)
+
+    monkeypatch.setattr(python, "_extract_with_head", spy)
+    write_files(repo, {"pkg/m.py": module + "\n\ndef more():\n    return 2\n"})
+    edited = [f for f in scan([repo]).files if f.path == "pkg/m.py"]
+    refs = start_import_scan(edited, cache).finish()
+    assert parsed == []
+    assert list(refs.values()) == [[ImportRef("os"), ImportRef("pkg", ("util",), "from")]]
+    write_files(repo, {"pkg/m.py": "from pkg import other\n" + module})
+    found = resolve(repo, cache).imports_of("pkg/m.py")
+    assert found == {"proj/pkg/util.py", "proj/pkg/other.py"} and len(parsed) == 1

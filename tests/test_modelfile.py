@@ -213,6 +213,50 @@ def test_fingerprint_is_memoized(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert modelfile.fingerprint(path) == first and len(calls) == 2
 
 
+def test_header_is_remembered_on_disk_while_the_file_status_matches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REPOCTX_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(modelfile, "_SETTLED_NS", 0)  # the file is new: trust it at once
+    parses: list[Path] = []
+    parse = modelfile._parse
+
+    def counting(path: Path, buffer: Any, arrays: Any) -> Any:
+        parses.append(path)
+        return parse(path, buffer, arrays)
+
+    monkeypatch.setattr(modelfile, "_parse", counting)
+    path = tmp_path / "model.gguf"
+    _write_gguf(path, tensor_bytes=1000)
+    first = modelfile.read_model_info(path)
+    modelfile._HEADERS.clear()  # as a new process does
+    assert modelfile.read_model_info(path) == first and len(parses) == 1
+    status = path.stat()
+    data = bytearray(path.read_bytes())
+    data[_data_offset(path) + 10] ^= 0xFF  # same size, and the old mtime set back: ctime tells
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns))
+    modelfile._HEADERS.clear()
+    changed = modelfile.read_model_info(path)
+    assert changed.fingerprint != first.fingerprint and len(parses) == 2
+    record = next((tmp_path / "home" / "cache" / "models").glob("*.json"))
+    record.write_bytes(b"{not json")
+    modelfile._HEADERS.clear()
+    assert modelfile.read_model_info(path) == changed and len(parses) == 3
+    modelfile._HEADERS.clear()
+    assert modelfile.read_model_info(path) == changed and len(parses) == 3  # written again
+
+
+def test_a_model_file_changed_just_now_is_not_remembered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REPOCTX_HOME", str(tmp_path / "home"))
+    path = tmp_path / "model.gguf"
+    _write_gguf(path, tensor_bytes=1000)
+    modelfile.read_model_info(path)
+    assert not (tmp_path / "home" / "cache" / "models").exists()
+
+
 def test_embedded_model_fingerprint_is_fast() -> None:
     path = default_model_path()
     modelfile._HEADERS.clear()

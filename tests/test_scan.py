@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import hashlib
 import os
+import shutil
 import subprocess
 import threading
 from collections.abc import Callable, Mapping
@@ -123,12 +124,34 @@ def test_blob_ids_come_from_the_index_or_the_disk(tmp_path: Path) -> None:
     assert found["edit.py"].last_changed == found["staged.py"].last_changed == NEWEST
 
 
-def test_index_ids_are_used_without_hashing(tmp_path: Path) -> None:
+def test_git_is_asked_only_about_files_unlike_the_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     repo = new_repo(tmp_path / "proj", {f"m{i}.py": f"x = {i}\n" for i in range(5)})
+    counter = CountingPopen(monkeypatch)
+    copy = tmp_path / "copy"  # every stat field the index holds differs from the copy's
+    shutil.copytree(repo, copy, symlinks=True)
+    assert {f.last_changed for f in scan([copy]).files} == {T0}
+    assert "status" not in counter.commands
     write(repo, {"m0.py": "changed\n"})
-    snapshot = scan([repo])
-    assert snapshot.stats["hashed"] == 1
-    assert snapshot.stats["files"] == 5
+    (repo / "m1.py").chmod(0o755)
+    found = files_of(scan([repo]))
+    assert counter.commands.count("status") == 1
+    assert {p for p, f in found.items() if f.last_changed == NEWEST} == {"m0.py", "m1.py"}
+    assert found["m0.py"].blob_id == blob(b"changed\n") and found["m2.py"].last_changed == T0
+
+
+def test_a_line_ending_conversion_is_no_change_and_ids_match_the_bytes(tmp_path: Path) -> None:
+    repo = new_repo(tmp_path / "proj", {"a.py": "x = 1\ny = 2\n", "b.py": "b\n"})
+    git(repo, "config", "core.autocrlf", "true")
+    write(repo, {"a.py": "x = 1\r\ny = 2\r\n"})  # as a checkout with autocrlf writes it
+    git(repo, "add", "a.py")  # records its stat data, as the checkout would; the blob stays
+    assert git(repo, "status", "--porcelain") == ""
+    found = files_of(scan([repo]))
+    assert git(repo, "rev-parse", ":a.py") == git(repo, "rev-parse", "HEAD:a.py")
+    assert found["a.py"].last_changed == T0
+    assert found["a.py"].text == "x = 1\r\ny = 2\r\n"
+    assert found["a.py"].blob_id == blob(b"x = 1\r\ny = 2\r\n")
 
 
 def test_submodules_and_nested_repositories_are_reported(tmp_path: Path) -> None:
@@ -236,7 +259,8 @@ def test_last_changed_from_history_and_cached_by_head(
     second = scan([repo], cache=cache)
     assert counter.commands.count("log") == 1  # the warm scan read the cache
     assert files_of(second) == first
-    assert counter.commands.count("ls-files") == 2
+    assert counter.commands.count("ls-files") == 4  # tracked and untracked files, twice
+    assert "status" not in counter.commands
     commit(repo, {"a.py": "a2\n"}, T0 + 200)
     third = files_of(scan([repo], cache=cache))
     assert counter.commands.count("log") == 2  # a new HEAD walks history again
@@ -663,3 +687,73 @@ def test_bulky_docs_and_data_have_a_lower_ceiling_than_source(tmp_path: Path) ->
     assert "rules.max_bulk_file_bytes" in skipped["guide.md"]
     raised = Rules.from_mapping({"max_bulk_file_bytes": 1_000_000})
     assert reasons(scan([root], ScanOptions(rules=raised))) == {}
+
+
+def test_pattern_translations_are_kept_by_the_pathspec_code_that_made_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pathspec.patterns.gitignore.spec import GitIgnoreSpecPattern
+
+    from repoctx import ignore
+
+    monkeypatch.setenv("REPOCTX_HOME", str(tmp_path))
+    lines = ["*.py", "/build/", "docs/**/*.md", "!keep.py", "# comment"]
+    first = ignore._Translations()
+    expected = [first.regex(line) for line in lines]
+    assert expected == [GitIgnoreSpecPattern.pattern_to_regex(line) for line in lines]
+    first.save()
+
+    def no_pathspec(line: str) -> tuple[str | None, bool | None]:
+        raise AssertionError("translated again")
+
+    monkeypatch.setattr(GitIgnoreSpecPattern, "pattern_to_regex", no_pathspec)
+    assert [ignore._Translations().regex(line) for line in lines] == expected
+    monkeypatch.setattr(ignore, "_translator_digest", lambda: "another pathspec")
+    with pytest.raises(AssertionError, match="translated again"):
+        ignore._Translations().regex(lines[0])
+    monkeypatch.undo()
+    monkeypatch.setenv("REPOCTX_HOME", str(tmp_path))
+    (tmp_path / "cache" / "gitignore-patterns.json").write_bytes(b"{broken")
+    rebuilt = ignore._Translations()
+    assert [rebuilt.regex(line) for line in lines] == expected
+    with pytest.raises(ValueError):
+        rebuilt.regex("\\")  # a lone backslash: not a pattern, and not kept
+
+
+def test_unchanged_tracked_files_are_not_hashed_again_and_changes_are_seen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from repoctx import scan as scan_module
+
+    repo = new_repo(tmp_path / "proj", {f"m{i}.py": f"x = {i}\n" for i in range(4)})
+    write(repo, {"new.py": "untracked\n"})
+    cache = ContentCache.memory()
+    first = files_of(scan([repo], cache=cache))  # the files are new: nothing recorded
+    monkeypatch.setattr(scan_module, "SETTLED_NS", 0)
+    assert files_of(scan([repo], cache=cache)) == first
+    hashed: list[bytes] = []
+    real = gitinfo.blob_id
+
+    def counting(data: bytes) -> str:
+        hashed.append(data)
+        return real(data)
+
+    monkeypatch.setattr(gitinfo, "blob_id", counting)
+    assert files_of(scan([repo], cache=cache)) == first
+    assert hashed == [b"untracked\n"]  # untracked files have no index blob to confirm
+    status = (repo / "m1.py").stat()
+    write(repo, {"m1.py": "x = 9\n"})  # same size, and the old mtime put back: ctime tells
+    os.utime(repo / "m1.py", ns=(status.st_atime_ns, status.st_mtime_ns))
+    found = files_of(scan([repo], cache=cache))
+    assert found["m1.py"].text == "x = 9\n" and found["m1.py"].blob_id == blob(b"x = 9\n")
+    assert found["m1.py"].last_changed == NEWEST
+    assert sorted(hashed[1:]) == [b"untracked\n", b"x = 9\n"]
+
+
+def test_a_file_changed_just_before_the_scan_is_not_recorded(tmp_path: Path) -> None:
+    from repoctx.scan import STATUS_NAMESPACE
+
+    repo = new_repo(tmp_path / "proj", {"a.py": "a\n"})
+    cache = ContentCache.memory()
+    scan([repo], cache=cache)
+    assert cache.get(STATUS_NAMESPACE, str(repo.resolve())) in (None, {})

@@ -7,7 +7,9 @@ import llama_cpp  # before anything imports numpy: on CUDA builds the other orde
 # isort: split
 import sysconfig
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 import regex  # type: ignore[import-untyped]
@@ -175,14 +177,34 @@ def test_lone_surrogates_are_replaced(reference: Callable[[str, str], list[int]]
 
 
 @pytest.mark.parametrize("name", [*BPE, "spm"])
-def test_count_many(name: str) -> None:
+def test_count_many(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     tokenizer = tokens.load_tokenizer(VOCABS[name])
     texts = CORPUS if name != "spm" else CORPUS[::2]
-    assert sum(map(len, texts)) > tokens._PARALLEL_CHARS  # runs on threads
+    monkeypatch.setattr(tokens.os, "cpu_count", lambda: 4)
+    assert sum(map(len, texts)) > tokens._PARALLEL_CHARS  # llama.cpp's: on four threads
     expected = [len(tokenizer.encode(text)) for text in texts]
     assert tokenizer.count_many(texts) == expected
     assert [tokenizer.count(text) for text in texts] == expected
     assert tokenizer.count_many(texts[:3]) == expected[:3] and tokenizer.count_many([]) == []
+
+
+def test_count_batches_are_shared_with_worker_processes_that_may_fail() -> None:
+    tokenizer = tokens.load_tokenizer(VOCABS["gpt2"])
+    batches = [CORPUS[start : start + 5] for start in range(0, 60, 5)]
+    expected = [tokenizer.count_many(batch) for batch in batches]
+    with ProcessPoolExecutor(max_workers=1) as workers:
+        shared = tokens.count_batches(tokenizer, batches, VOCABS["gpt2"], workers)
+        assert list(shared) == expected
+
+    class DeadWorkers(Executor):
+        def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+            future: Future[Any] = Future()
+            future.set_running_or_notify_cancel()  # started: it cannot be taken back
+            future.set_exception(OSError("the worker died"))
+            return future
+
+    dead = tokens.count_batches(tokenizer, batches, VOCABS["gpt2"], DeadWorkers())
+    assert list(dead) == expected
 
 
 def _segments() -> list[str]:
@@ -256,6 +278,37 @@ def test_tiktoken_pattern_keeps_the_regex_meaning() -> None:
             assert [m.group() for m in regex.finditer("(?V1)" + narrowed, text)] == plain
 
 
+def test_alternatives_split_at_the_top_level_only() -> None:
+    pattern = r"a|(b|c)|[|(]|\||[[^\s|][x]]|(?!\S)d"
+    assert pretokenizers.top_level_alternatives(pattern) == [
+        "a", "(b|c)", "[|(]", r"\|", r"[[^\s|][x]]", r"(?!\S)d",
+    ]  # fmt: skip
+    grouped = pretokenizers.group_plain_alternatives(pattern)
+    assert grouped == r"(?:a|(b|c)|[|(]|\||[[^\s|][x]])|(?!\S)d"
+
+
+def test_grouped_patterns_split_real_code_as_the_plain_ones() -> None:
+    text = "".join(CORPUS[:60])
+    for pre in {p.pattern for p in pretokenizers.PRE_TOKENIZERS.values()}:
+        grouped = pretokenizers.group_plain_alternatives(pre)
+        assert grouped != pre
+        expected = [m.group() for m in regex.finditer(pre, text)]
+        assert [m.group() for m in regex.finditer(grouped, text)] == expected
+
+
+def test_bytes_missing_from_the_vocabulary_are_left_out_of_counts(
+    reference: Callable[[str, str], list[int]],
+) -> None:
+    """SmolLM's vocabulary lacks a few control bytes and the lead bytes of U+40000-U+BFFFF:
+    llama.cpp drops them, in ASCII text and in other text alike."""
+    tokenizer = tokens.load_tokenizer(VOCABS["smollm"])
+    texts = ["x = 1\x04\x1d + 2\n", "ab\U00040000cd é\x06", "plain ascii\n", "é\n"]
+    for text in texts:
+        expected = len(reference("smollm", text))
+        assert tokenizer.count(text) == len(tokenizer.encode(text)) == expected, text
+    assert tokenizer.count("x\x04") < len(tokenizer._encoding.encode_ordinary("x\x04"))
+
+
 def _derive_spy(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
     derive = bperanks.derive_ranks
@@ -279,6 +332,26 @@ def test_rank_cache_is_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     second = tokens.load_tokenizer(VOCABS["gpt2"])
     assert second is not first and calls == ["ggml-vocab-gpt-2.gguf"]
     assert second.encode(CORPUS[0]) == first.encode(CORPUS[0])
+
+
+def test_cached_ranks_are_read_out_on_first_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REPOCTX_HOME", str(tmp_path))
+    _derive_spy(monkeypatch)
+    expected = tokens.load_tokenizer(VOCABS["gpt2"]).count(CORPUS[0])
+    monkeypatch.setattr(tokens, "_TOKENIZERS", {})
+    reads: list[bytes] = []
+    value = bperanks._value
+
+    def reading(body: bytes) -> bperanks.Ranks | str:
+        reads.append(body)
+        return value(body)
+
+    monkeypatch.setattr(bperanks, "_value", reading)
+    tokenizer = tokens.load_tokenizer(VOCABS["gpt2"])
+    assert reads == []  # a run whose counts are all cached stops here
+    assert tokenizer.count(CORPUS[0]) == expected and len(reads) == 1
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "flipped", "empty"])
@@ -372,7 +445,7 @@ def test_synthetic_vocabularies(tmp_path: Path, pre: str, shuffle: bool) -> None
     path = _synthetic(tmp_path, pre, added, shuffle)
     tokenizer = tokens.load_tokenizer(path)
     assert isinstance(tokenizer, tokens.TiktokenTokenizer)
-    assert (tokenizer._id_of_rank is not None) == shuffle
+    assert (tokenizer._tables.id_of_rank is not None) == shuffle
     model = llama_cpp.Llama(str(path), vocab_only=True, verbose=False)
     for text in [USER_DEFINED_TEXT, *SNIPPETS, *CORPUS[:5]]:
         expected = model.tokenize(text.encode(), add_bos=False, special=False)

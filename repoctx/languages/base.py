@@ -18,9 +18,10 @@ import importlib
 import posixpath
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import tree_sitter
+if TYPE_CHECKING:
+    import tree_sitter  # imported where a file is parsed: a warm pack parses none
 
 
 @dataclass(frozen=True)
@@ -103,19 +104,41 @@ class LanguageSpec(Protocol):
     def reduce(self, source: bytes) -> str: ...
 
 
+@runtime_checkable
+class HeadedLanguage(Protocol):
+    """A language whose imports all sit in a head of the file found without parsing (Python:
+    up to the statement after the last ``import``). Imports can then be cached by the head, so
+    that an edit below it costs no parse."""
+
+    def import_head(self, source: bytes) -> bytes | None:
+        """The head, or None when the whole file is parsed."""
+        ...
+
+    def extract_with_head(self, source: bytes) -> tuple[list[ImportRef], bytes | None]:
+        """``extract(source)``, and the head when the imports depend on nothing else (then any
+        file with that head has those imports), else None."""
+        ...
+
+
 @functools.cache
 def load_language(module: str, function: str = "language") -> tree_sitter.Language:
     """The tree-sitter Language from a grammar wheel, e.g. ``("tree_sitter_python",)``."""
+    import tree_sitter
+
     grammar = importlib.import_module(module)
     return tree_sitter.Language(getattr(grammar, function)())
 
 
 @functools.cache
 def compile_query(language: tree_sitter.Language, source: str) -> tree_sitter.Query:
+    import tree_sitter
+
     return tree_sitter.Query(language, source)
 
 
 def parse(language: tree_sitter.Language, source: bytes) -> tree_sitter.Tree:
+    import tree_sitter
+
     return tree_sitter.Parser(language).parse(source)
 
 
@@ -123,6 +146,8 @@ def captures(
     language: tree_sitter.Language, query_source: str, node: tree_sitter.Node
 ) -> dict[str, list[tree_sitter.Node]]:
     """All captures of ``query_source`` under ``node``, by capture name, in document order."""
+    import tree_sitter
+
     cursor = tree_sitter.QueryCursor(compile_query(language, query_source))
     found = cursor.captures(node)
     return {name: sorted(nodes, key=lambda n: n.start_byte) for name, nodes in found.items()}
@@ -132,6 +157,8 @@ def matches(
     language: tree_sitter.Language, query_source: str, node: tree_sitter.Node
 ) -> list[dict[str, list[tree_sitter.Node]]]:
     """Each match of ``query_source`` under ``node`` as capture name -> nodes, in document order."""
+    import tree_sitter
+
     cursor = tree_sitter.QueryCursor(compile_query(language, query_source))
     found = cursor.matches(node)
     ordered = sorted(found, key=lambda m: min(n.start_byte for ns in m[1].values() for n in ns))

@@ -13,6 +13,7 @@ depends on ``a/__init__.py`` and ``a/b/__init__.py``, which Python executes firs
 from __future__ import annotations
 
 import posixpath
+import re
 from collections.abc import Iterable
 
 import tree_sitter
@@ -50,8 +51,35 @@ def _from_ref(statement: tree_sitter.Node) -> ImportRef | None:
     return ImportRef(_dotted(module), tuple(names), "from")
 
 
-def _extract(source: bytes) -> list[ImportRef]:
-    tree = parse(_language(), source)
+# a line at column 0 that no backslash continues and that starts a statement or a comment
+_TOP_LEVEL_LINE = re.compile(rb"(?<!\\)(?<!\\\r)\n(?=[A-Za-z_@#])")
+
+
+def import_head(source: bytes) -> bytes | None:
+    """The start of ``source`` up to the first line at column 0 after its last ``import``
+    keyword: nothing after that can be an import, so only the head is parsed (half of a
+    typical file). None when nothing follows it, or the file has no import at all."""
+    last = source.rfind(b"import")
+    cut = _TOP_LEVEL_LINE.search(source, last) if last >= 0 else None
+    return None if cut is None else source[: cut.end()]
+
+
+def _extract_with_head(source: bytes) -> tuple[list[ImportRef], bytes | None]:
+    """The imports of ``source``, and the head they were read from when the head alone decides
+    them: it parsed cleanly, so another file with the same head has the same imports. When it
+    does not (the cut fell in a string, or the file has errors), the whole source is parsed,
+    so the statements found are always those of the whole file."""
+    if b"import" not in source:
+        return [], None  # both statements have the keyword
+    head = import_head(source)
+    if head is not None:
+        tree = parse(_language(), head)
+        if not tree.root_node.has_error:
+            return _refs(tree), head
+    return _refs(parse(_language(), source)), None
+
+
+def _refs(tree: tree_sitter.Tree) -> list[ImportRef]:
     found = captures(_language(), _QUERY, tree.root_node)
     statements = sorted(
         [*found.get("import", []), *found.get("from", [])], key=lambda n: n.start_byte
@@ -74,12 +102,16 @@ def _extract(source: bytes) -> list[ImportRef]:
 
 
 def _join(*parts: str) -> str:
-    return "/".join(p for p in parts if p)
+    return "/".join(filter(None, parts))
 
 
 def _init_file(directory: str, index: RepoIndex) -> str | None:
     """The ``__init__`` of the package at ``directory``, if it is a regular package."""
-    return next((f for n in _INIT_NAMES if index.has(f := _join(directory, n))), None)
+    prefix = directory + "/" if directory else ""
+    for name in _INIT_NAMES:
+        if index.has(prefix + name):
+            return prefix + name
+    return None
 
 
 def _module_file(path: str, index: RepoIndex) -> str | None:
@@ -238,7 +270,13 @@ class PythonSpec:
     extensions = (".py", ".pyi")
 
     def extract(self, source: bytes) -> list[ImportRef]:
-        return _extract(source)
+        return _extract_with_head(source)[0]
+
+    def extract_with_head(self, source: bytes) -> tuple[list[ImportRef], bytes | None]:
+        return _extract_with_head(source)
+
+    def import_head(self, source: bytes) -> bytes | None:
+        return import_head(source)
 
     def resolve(self, ref: ImportRef, importer: str | None, index: RepoIndex) -> list[str]:
         return _resolve(ref, importer, index)

@@ -8,8 +8,8 @@ from repo_helpers import MakeRepo
 from repoctx.cache import ContentCache
 from repoctx.config import Settings
 from repoctx.graph import backward_violations
-from repoctx.languages import get_language
-from repoctx.languages.base import ImportRef, RepoIndex
+from repoctx.languages import get_language, python
+from repoctx.languages.base import ImportRef, RepoIndex, load_language, parse
 from repoctx.pipeline import PackResult, build_pack
 
 PY = get_language("python")
@@ -65,6 +65,40 @@ def load():
 """
     modules = [ref.module for ref in PY.extract(source)]
     assert modules == ["typing", "app.models", "app.storage"]
+
+
+TAIL_CASES = {
+    "code after the last import": b"import a\n\ndef f():\n    import b\n    return 1\n\nx = 2\n",
+    "a string the cut falls in": b'import a\nS = """\nimport b\nword\n"""\ny = 1\n',
+    "a backslash continuation": b"import a, \\\nb\nimport c \\\r\nas_d = 1\n",
+    "a parenthesised import": b"from a import (\n    b,\nc)\nx = 1\n",
+    "a syntax error after it": b"import a\nx = 1\ndef broken(:\n    pass\n",
+    "a syntax error before it": b"def broken(:\n    import a\nimport b\nx = 1\n",
+    "no import at all": b"x = 'important'\n",
+    "a comment at column 0 in a body": b"def f():\n    import a\n# note\n    return a\n",
+    "a comment in a string": b'import a\nS = """\n# not a comment\n"""\n',
+}
+
+
+@pytest.mark.parametrize("source", TAIL_CASES.values(), ids=TAIL_CASES.keys())
+def test_extraction_stops_after_the_last_import_yet_finds_what_the_whole_parse_finds(
+    source: bytes,
+) -> None:
+    whole = parse(load_language("tree_sitter_python"), source)
+    refs, head = python.PythonSpec().extract_with_head(source)
+    assert refs == python._refs(whole) == PY.extract(source)
+    if head is not None:
+        assert source.startswith(head) and python.import_head(source) == head
+        assert python._refs(parse(load_language("tree_sitter_python"), head)) == refs
+
+
+def test_only_the_head_up_to_the_last_import_is_parsed_when_it_parses_cleanly() -> None:
+    source = b"import a\n\ndef f():\n    import b\n\nx = 1\n" + b"y = 2\n" * 1000
+    refs, head = python.PythonSpec().extract_with_head(source)
+    assert head == source[: source.index(b"x = 1")]
+    assert refs == [ImportRef("a", (), "import"), ImportRef("b", (), "import")]
+    for name in ("a string the cut falls in", "a syntax error before it", "no import at all"):
+        assert python.PythonSpec().extract_with_head(TAIL_CASES[name])[1] is None, name
 
 
 def test_refs_round_trip_through_json() -> None:
