@@ -383,8 +383,13 @@ def bench_engine(
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--runs", default=3, show_default=True, help="Repetitions of each measurement.")
 @click.option("--model", metavar="PATH", help="GGUF model whose vocabulary counts tokens.")
-def bench_pack(path: Path, runs: int, model: str | None) -> None:
+@click.option(
+    "--against",
+    metavar="COMMAND",
+    help="Also time COMMAND PATH -o /dev/null (e.g. repomix) in the same loop; print ratios.",
+)
+def bench_pack(path: Path, runs: int, model: str | None, against: str | None) -> None:
     """Cold, warm and after-one-edit timings and peak memory of `repoctx pack PATH`."""
     from repoctx.bench import run_pack_bench
 
-    run_pack_bench(path, runs=runs, model=model)
+    run_pack_bench(path, runs=runs, model=model, against=against)

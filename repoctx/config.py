@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from repoctx import paths
-from repoctx.engine.base import DEFAULT_REPEAT_PENALTY
 from repoctx.errors import ConfigError
+
+DEFAULT_REPEAT_PENALTY = 1.1  # on the answer's last tokens: small models loop without it
 
 REPO_CONFIG = ".repoctx.toml"
 FORMATS = ("xml", "markdown", "json")

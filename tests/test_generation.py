@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from repoctx.config import load_settings, user_config_path
-from repoctx.engine.base import DEFAULT_REPEAT_PENALTY
+from repoctx.config import DEFAULT_REPEAT_PENALTY, load_settings, user_config_path
 from repoctx.engine.repetition import (
     TEXT_LOOPS,
     TOKEN_LOOPS,

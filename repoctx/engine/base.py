@@ -6,10 +6,10 @@ import threading
 from dataclasses import dataclass
 from typing import Protocol
 
+from repoctx.config import DEFAULT_REPEAT_PENALTY
 from repoctx.events import AnswerDone, CacheOutcome, EventSink, ModelReady, ignore_events
 from repoctx.prompt import Prompt
 
-DEFAULT_REPEAT_PENALTY = 1.1
 DEFAULT_REPEAT_LAST_N = 64
 
 
