@@ -2,7 +2,7 @@
 
 Keys are content identities (git blob ids, commit ids, tokenizer fingerprints), never mtimes,
 so a hit is always right. The one record keyed otherwise, the scan's file-status records (see
-``repoctx.scan``), holds status data that is checked against the file on every use, as git
+``repoctx.scan.scanner``), holds status data that is checked against the file on every use, as git
 checks its index. The store is one SQLite database: writes are atomic, a second process waits
 on SQLite's lock, the size is capped with least-recently-used eviction, and a corrupt or
 unwritable database is replaced (or, failing that, kept in memory) with a notice instead of

@@ -29,7 +29,7 @@ from pathlib import Path
 from repoctx import paths
 from repoctx.events import EventSink, Notice, ignore_events
 from repoctx.fsutil import atomic_write
-from repoctx.prompt import Message
+from repoctx.model.prompt import Message
 
 FORMAT_VERSION = 2
 REPEAT_WINDOW_S = 30 * 60

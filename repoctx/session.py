@@ -15,10 +15,10 @@ from repoctx.conversations import Conversation, ConversationStore
 from repoctx.engine.base import Engine, GenerationOptions
 from repoctx.errors import ConfigError
 from repoctx.events import AnswerDone, CacheOutcome, EventSink, ignore_events
-from repoctx.modelfile import ModelInfo
-from repoctx.pipeline import PackResult, build_pack, default_reserve
-from repoctx.prompt import ChatFormat, Message, Prompt, common_prefix
-from repoctx.tokens import load_tokenizer
+from repoctx.model.modelfile import ModelInfo
+from repoctx.model.prompt import ChatFormat, Message, Prompt, common_prefix
+from repoctx.pack.pipeline import PackResult, build_pack, default_reserve
+from repoctx.tokens.count import load_tokenizer
 
 # (model, context tokens needed, events) -> a loaded engine
 EngineFactory = Callable[[ModelInfo, int, EventSink], Engine]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from repo_helpers import LLAMA3_VOCAB
 
-from repoctx import synth
+from repoctx.model import synth
 
 FIGURES = (
     "prefill_tok_s", "state_gb", "save_gb_s", "file_save_gb_s", "save_ratio", "restore_gb_s",

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from repo_helpers import MakeRepo
 
-from repoctx.bench import main, measure
+from repoctx.cli.bench import main, measure
 from repoctx.errors import PackError
 
 

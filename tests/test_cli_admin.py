@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 from repo_helpers import MakeRepo
 
-from repoctx import hub, kvio
-from repoctx.kvstore import Entry, KVStore, StateKey
-from repoctx.models import default_model_path
+from repoctx.kv import io as kvio
+from repoctx.kv.store import Entry, KVStore, StateKey
+from repoctx.model import hub
+from repoctx.model.choice import default_model_path
 
 FILES = {"app.py": "import util\nprint(util.X)\n", "util.py": "X = 1\n"}
 KEY = StateKey("sha256:model-a", "f16", True, "llama.cpp b5000")

@@ -15,10 +15,10 @@ from typing import IO, Any
 import pytest
 from repo_helpers import LLAMA3_VOCAB, MakeRepo, stop_resident_engine
 
-from repoctx import synth
-from repoctx.cli_ask import split_question
+from repoctx.cli.ask import split_question
 from repoctx.errors import UsageError
-from repoctx.kvstore import KVStore
+from repoctx.kv.store import KVStore
+from repoctx.model import synth
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 120

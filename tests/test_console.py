@@ -8,8 +8,8 @@ import io
 import pytest
 from rich.console import Console
 
-from repoctx.cli_ask import _StreamSink
-from repoctx.console import PlainProgress, StderrEvents, describe_stop
+from repoctx.cli.ask import _StreamSink
+from repoctx.cli.console import PlainProgress, StderrEvents, describe_stop
 from repoctx.events import AnswerDone, ModelReady, Notice, Progress, Token
 
 

@@ -16,7 +16,7 @@ from repoctx.conversations import (
     Exchange,
     roots_key,
 )
-from repoctx.prompt import Message
+from repoctx.model.prompt import Message
 
 START = 1_700_000_000.0
 

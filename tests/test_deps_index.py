@@ -11,13 +11,19 @@ from repo_helpers import MakeRepo, write_files
 
 from repoctx.cache import ContentCache
 from repoctx.config import Settings
-from repoctx.deps import ResolvePlan, build_graph, indexed_paths, plan_resolution, start_import_scan
-from repoctx.graph import DepGraph, backward_violations, order_files
+from repoctx.deps.graph import DepGraph, backward_violations, order_files
+from repoctx.deps.resolve import (
+    ResolvePlan,
+    build_graph,
+    indexed_paths,
+    plan_resolution,
+    start_import_scan,
+)
 from repoctx.languages import ImportRef, python
-from repoctx.pipeline import build_pack
-from repoctx.rules import Rules
-from repoctx.scan import ScanOptions, scan
-from repoctx.snapshot import SkipReason, Snapshot
+from repoctx.pack.pipeline import build_pack
+from repoctx.scan.rules import Rules
+from repoctx.scan.scanner import ScanOptions, scan
+from repoctx.scan.snapshot import SkipReason, Snapshot
 
 
 @dataclass(frozen=True)

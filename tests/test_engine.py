@@ -26,15 +26,15 @@ from typing import Any
 import pytest
 from repo_helpers import LLAMA3_VOCAB, Events, git, write_files
 
-from repoctx import synth
 from repoctx.config import Settings
 from repoctx.engine.base import Engine, GenerationOptions
 from repoctx.engine.llama import SAVE_AFTER_TOKENS, LlamaEngine
 from repoctx.events import AnswerDone, CacheOutcome, ModelReady, Token
-from repoctx.kvstore import KVStore
-from repoctx.modelfile import ModelInfo, read_model_info
-from repoctx.models import default_model_path
-from repoctx.prompt import Prompt
+from repoctx.kv.store import KVStore
+from repoctx.model import synth
+from repoctx.model.choice import default_model_path
+from repoctx.model.modelfile import ModelInfo, read_model_info
+from repoctx.model.prompt import Prompt
 from repoctx.session import Session
 
 assert llama_cpp.__version__  # imported for its side effect on the import order

@@ -24,14 +24,17 @@ from typing import Any
 import pytest
 from repo_helpers import LLAMA3_VOCAB, Events
 
-from repoctx import kvfiles, kvfolder, kvio, synth
 from repoctx.engine.base import GenerationOptions
 from repoctx.engine.llama import SAVE_AFTER_TOKENS, LlamaEngine
 from repoctx.engine.native import NativeContext
 from repoctx.events import AnswerDone, CacheOutcome, Event, Progress, Token
-from repoctx.kvstore import Entry, KVStore
-from repoctx.modelfile import ModelInfo, read_model_info
-from repoctx.prompt import Prompt
+from repoctx.kv import files as kvfiles
+from repoctx.kv import folder as kvfolder
+from repoctx.kv import io as kvio
+from repoctx.kv.store import Entry, KVStore
+from repoctx.model import synth
+from repoctx.model.modelfile import ModelInfo, read_model_info
+from repoctx.model.prompt import Prompt
 
 N_CTX = 8192
 GREEDY = GenerationOptions(max_tokens=8, temperature=0.0)

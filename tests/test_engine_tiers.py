@@ -18,14 +18,15 @@ from typing import Any
 import pytest
 from repo_helpers import LLAMA3_VOCAB, Events
 
-from repoctx import kvio, synth
 from repoctx.engine.base import GenerationOptions
 from repoctx.engine.llama import SAVE_AFTER_TOKENS, LlamaEngine
 from repoctx.engine.native import NativeModel
 from repoctx.events import AnswerDone, CacheOutcome, ModelReady, Progress
-from repoctx.kvstore import KVStore
-from repoctx.modelfile import ModelInfo, read_model_info
-from repoctx.prompt import Prompt
+from repoctx.kv import io as kvio
+from repoctx.kv.store import KVStore
+from repoctx.model import synth
+from repoctx.model.modelfile import ModelInfo, read_model_info
+from repoctx.model.prompt import Prompt
 
 N_CTX = 8192
 GREEDY = GenerationOptions(max_tokens=8, temperature=0.0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from repoctx.graph import DepGraph, backward_violations, order_files, strongly_connected
+from repoctx.deps.graph import DepGraph, backward_violations, order_files, strongly_connected
 
 
 def graph(edges: dict[str, set[str]], extra: tuple[str, ...] = ()) -> DepGraph:

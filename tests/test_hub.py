@@ -1,4 +1,5 @@
-"""repoctx.hub against a local stand-in for the Hugging Face Hub: no test touches the internet.
+"""repoctx.model.hub against a local stand-in for the Hugging Face Hub: no test touches
+the internet.
 
 The stand-in answers what huggingface_hub 2.4 asks for: HEAD ``/{repo}/resolve/{rev}/{file}``
 (302 to a CDN on another host name, with X-Repo-Commit, X-Linked-Etag, X-Linked-Size and ETag,
@@ -26,9 +27,9 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from repoctx import hub
 from repoctx.errors import DownloadError, ModelError
 from repoctx.events import Event, Notice, Progress
+from repoctx.model import hub
 
 REPO = "acme/tiny-GGUF"
 FILE = "tiny.Q4_K_M.gguf"
@@ -295,7 +296,7 @@ def test_killed_pull_resumes_where_it_stopped(fake_hub: FakeHub) -> None:
         "import sys\n"
         "from huggingface_hub import constants\n"
         f"constants.DOWNLOAD_CHUNK_SIZE = {CHUNK}\n"
-        "from repoctx import hub\n"
+        "from repoctx.model import hub\n"
         f"hub.REGISTRY['test-model'] = hub.ModelSpec({REPO!r}, {FILE!r}, sha256={SHA!r})\n"
         "hub.pull('test-model')\n"
     )

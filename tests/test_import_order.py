@@ -22,8 +22,8 @@ def modules_after(code: str) -> set[str]:
 
 def test_the_core_and_its_front_ends_do_not_import_numpy() -> None:
     loaded = modules_after(
-        "import repoctx.cli, repoctx.cli_pack, repoctx.cli_ask, repoctx.session, "
-        "repoctx.protocol, repoctx.pipeline, repoctx.tokens, tui.app"
+        "import repoctx.cli.main, repoctx.cli.pack, repoctx.cli.ask, repoctx.session, "
+        "repoctx.protocol.serve, repoctx.pack.pipeline, repoctx.tokens.count, tui.app"
     )
     assert "numpy" not in loaded
     assert "llama_cpp" not in loaded  # loaded only when a model runs: `repoctx --help` is fast
@@ -42,7 +42,7 @@ def test_the_engine_imports_llama_cpp_before_numpy() -> None:
 
 
 def test_the_cli_imports_llama_cpp_before_running_a_model() -> None:
-    source = (ROOT / "repoctx" / "cli_ask.py").read_text()
+    source = (ROOT / "repoctx" / "cli" / "ask.py").read_text()
     assert source.index("import llama_cpp") < source.index("from repoctx.session import")
-    source = (ROOT / "repoctx" / "cli_engine.py").read_text()  # the resident engine's process
+    source = (ROOT / "repoctx" / "cli" / "engine.py").read_text()  # the resident engine's process
     assert source.index("import llama_cpp") < source.index("from repoctx.resident.server import")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from repoctx import kvio
 from repoctx.engine.hostmem import HostPool, allocate, pinned_buffer_type
+from repoctx.kv import io as kvio
 
 CHUNK = 1 << 16
 

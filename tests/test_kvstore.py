@@ -23,9 +23,11 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from repoctx import kvfiles, kvfolder, kvio
 from repoctx.events import Event, Notice
-from repoctx.kvstore import Entry, KVStore, Match, StateKey
+from repoctx.kv import files as kvfiles
+from repoctx.kv import folder as kvfolder
+from repoctx.kv import io as kvio
+from repoctx.kv.store import Entry, KVStore, Match, StateKey
 
 KEY = StateKey("sha256:model-a", "f16", True, "llama.cpp b5000")
 OTHER = StateKey("sha256:model-b", "f16", True, "llama.cpp b5000")

@@ -1,4 +1,4 @@
-"""GGUF metadata reading and fingerprinting (repoctx.modelfile)."""
+"""GGUF metadata reading and fingerprinting (repoctx.model.modelfile)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from repoctx import modelfile
 from repoctx.errors import ModelError
-from repoctx.models import default_model_path, resolve_model_path
+from repoctx.model import modelfile
+from repoctx.model.choice import default_model_path, resolve_model_path
 
 DATA = Path(__file__).parent / "data"
 LLAMA3 = DATA / "ggml-vocab-llama-bpe.gguf"

@@ -11,13 +11,13 @@ from repo_helpers import LLAMA3_VOCAB, MakeRepo, git, write_files
 from rich.console import Console
 
 from repoctx.cache import ContentCache
-from repoctx.cli_pack import pack_json, print_stats
+from repoctx.cli.pack import pack_json, print_stats
 from repoctx.config import FORMATS, Settings
+from repoctx.deps.graph import backward_violations
 from repoctx.errors import BudgetTooSmallError, NothingToPackError, UsageError
-from repoctx.graph import backward_violations
-from repoctx.pipeline import PackResult, build_pack
-from repoctx.snapshot import FileKind
-from repoctx.tokens import load_tokenizer
+from repoctx.pack.pipeline import PackResult, build_pack
+from repoctx.scan.snapshot import FileKind
+from repoctx.tokens.count import load_tokenizer
 
 APP = {
     "src/shop/__init__.py": "",

@@ -11,8 +11,8 @@ import pytest
 
 from repoctx.engine.plan import Memory, Plan, detect_memory, estimate_bytes, make_plan
 from repoctx.errors import ModelError
-from repoctx.modelfile import ModelInfo, ModelShape
-from repoctx.pipeline import default_reserve
+from repoctx.model.modelfile import ModelInfo, ModelShape
+from repoctx.pack.pipeline import default_reserve
 
 GIB = 1 << 30
 MIB = 1 << 20

@@ -18,11 +18,11 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from repo_helpers import LLAMA3_VOCAB
 
 from repoctx.errors import ModelError
-from repoctx.modelfile import ModelInfo, read_model_info
-from repoctx.models import default_model_path
-from repoctx.prompt import CHATML_TEMPLATE, ChatFormat, Message, Prompt
-from repoctx.synth import LLAMA3_CHAT_TEMPLATE
-from repoctx.tokens import load_tokenizer, quiet_llama_cpp
+from repoctx.model.choice import default_model_path
+from repoctx.model.modelfile import ModelInfo, read_model_info
+from repoctx.model.prompt import CHATML_TEMPLATE, ChatFormat, Message, Prompt
+from repoctx.model.synth import LLAMA3_CHAT_TEMPLATE
+from repoctx.tokens.count import load_tokenizer, quiet_llama_cpp
 
 PACK = """<repository_pack roots="shop">
 <instructions>These are the files of the repositories shop, packed by repoctx.</instructions>

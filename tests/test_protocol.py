@@ -18,8 +18,8 @@ import pytest
 from repo_helpers import MakeRepo
 
 from repoctx.conversations import ConversationStore
-from repoctx.protocol_params import EditorContext, compose_question
-from repoctx.protocol_rpc import MAX_MESSAGE_BYTES
+from repoctx.protocol.params import EditorContext, compose_question
+from repoctx.protocol.rpc import MAX_MESSAGE_BYTES
 
 ROOT = Path(__file__).resolve().parent.parent
 WAIT_S = 20.0
@@ -426,7 +426,7 @@ def test_stdout_carries_protocol_only(tmp_path: Path, spawn: Callable[..., Clien
     noisy = tmp_path / "noisy"
     noisy.mkdir()
     (noisy / "sitecustomize.py").write_text(
-        "import os\nimport repoctx.protocol as p\nreceive = p.Server.receive\n"
+        "import os\nimport repoctx.protocol.serve as p\nreceive = p.Server.receive\n"
         "def loud(self, frame):\n    print('print noise')\n    os.write(1, b'fd noise\\n')\n"
         "    return receive(self, frame)\np.Server.receive = loud\n"
     )
@@ -443,7 +443,7 @@ def test_serve_opens_the_engine_with_the_settings_kv_type_and_flash_attention(
 ) -> None:
     from repoctx.config import Settings
     from repoctx.conversations import ConversationStore
-    from repoctx.protocol_methods import default_session
+    from repoctx.protocol.methods import default_session
 
     monkeypatch.setenv("REPOCTX_ENGINE", engine)
     settings = Settings(kv_type="q4_0", flash_attn=False)

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from repoctx.config import Settings
 from repoctx.conversations import ConversationStore
 from repoctx.engine.fake import FakeEngine
-from repoctx.protocol import NOTIFICATIONS, Server
-from repoctx.protocol_rpc import Oversized, read_frames
+from repoctx.protocol.rpc import Oversized, read_frames
+from repoctx.protocol.serve import NOTIFICATIONS, Server
 from repoctx.session import Session
 
 METHODS = [
@@ -169,7 +169,7 @@ class Harness:
         self.server.initialized = initialized
 
     def send(self, message: dict[str, Any]) -> None:
-        from repoctx.protocol_rpc import encode
+        from repoctx.protocol.rpc import encode
 
         with self._lock:
             self.sent.append(encode(message))

@@ -26,9 +26,9 @@ from repoctx import __version__
 from repoctx.engine.base import GenerationOptions
 from repoctx.errors import EngineError, EngineVersionError, ModelError
 from repoctx.events import ModelReady, Notice, Token
-from repoctx.modelfile import ModelInfo, read_model_info
-from repoctx.models import default_model_path
-from repoctx.prompt import Prompt
+from repoctx.model.choice import default_model_path
+from repoctx.model.modelfile import ModelInfo, read_model_info
+from repoctx.model.prompt import Prompt
 from repoctx.resident.channel import EngineConnection, try_connect
 from repoctx.resident.client import RemoteEngine, ResidentEngineFactory, connect
 from repoctx.resident.sockets import MAX_UNIX_PATH, lock_is_held

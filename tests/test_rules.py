@@ -8,15 +8,15 @@ import pytest
 from pathspec import GitIgnoreSpec
 
 from repoctx.errors import ConfigError
-from repoctx.ignore import FirstMatch
-from repoctx.rules import (
+from repoctx.scan.ignore import FirstMatch
+from repoctx.scan.rules import (
     DEFAULT_MAX_FILE_BYTES,
     LOCK_FILES,
     TRACKED_IN_GENERATED_FOLDER,
     Rules,
     decode_text,
 )
-from repoctx.snapshot import FileKind, SkipReason
+from repoctx.scan.snapshot import FileKind, SkipReason
 
 DEFAULT = Rules().classifier()
 

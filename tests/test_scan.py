@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 from repo_helpers import git as run_git
 
-from repoctx import gitinfo
 from repoctx.cache import ContentCache
 from repoctx.errors import (
     EmptyRepositoryError,
@@ -24,9 +23,17 @@ from repoctx.errors import (
     UsageError,
 )
 from repoctx.events import Event, Notice, Progress
-from repoctx.rules import TRACKED_IN_GENERATED_FOLDER, Rules
-from repoctx.scan import NEWEST, ScanOptions, root_names, scan
-from repoctx.snapshot import FileKind, RootSnapshot, SkippedFile, SkipReason, Snapshot, SourceFile
+from repoctx.scan import gitinfo
+from repoctx.scan.rules import TRACKED_IN_GENERATED_FOLDER, Rules
+from repoctx.scan.scanner import NEWEST, ScanOptions, root_names, scan
+from repoctx.scan.snapshot import (
+    FileKind,
+    RootSnapshot,
+    SkippedFile,
+    SkipReason,
+    Snapshot,
+    SourceFile,
+)
 
 T0 = 1_600_000_000
 
@@ -694,7 +701,7 @@ def test_pattern_translations_are_kept_by_the_pathspec_code_that_made_them(
 ) -> None:
     from pathspec.patterns.gitignore.spec import GitIgnoreSpecPattern
 
-    from repoctx import ignore
+    from repoctx.scan import ignore
 
     monkeypatch.setenv("REPOCTX_HOME", str(tmp_path))
     lines = ["*.py", "/build/", "docs/**/*.md", "!keep.py", "# comment"]
@@ -723,7 +730,7 @@ def test_pattern_translations_are_kept_by_the_pathspec_code_that_made_them(
 def test_unchanged_tracked_files_are_not_hashed_again_and_changes_are_seen(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from repoctx import scan as scan_module
+    from repoctx.scan import scanner as scan_module
 
     repo = new_repo(tmp_path / "proj", {f"m{i}.py": f"x = {i}\n" for i in range(4)})
     write(repo, {"new.py": "untracked\n"})
@@ -751,7 +758,7 @@ def test_unchanged_tracked_files_are_not_hashed_again_and_changes_are_seen(
 
 
 def test_a_file_changed_just_before_the_scan_is_not_recorded(tmp_path: Path) -> None:
-    from repoctx.scan import STATUS_NAMESPACE
+    from repoctx.scan.scanner import STATUS_NAMESPACE
 
     repo = new_repo(tmp_path / "proj", {"a.py": "a\n"})
     cache = ContentCache.memory()

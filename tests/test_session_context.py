@@ -10,7 +10,7 @@ from repoctx.config import Settings
 from repoctx.engine.base import Engine, GenerationOptions
 from repoctx.engine.fake import FakeEngine
 from repoctx.events import EventSink
-from repoctx.modelfile import ModelInfo
+from repoctx.model.modelfile import ModelInfo
 from repoctx.session import Session
 
 FILES = {f"mod{i}.py": f"def f{i}(x):\n    return x * {i}\n" * 20 for i in range(5)}

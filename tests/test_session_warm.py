@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from repo_helpers import LLAMA3_VOCAB, MakeRepo, write_files
 
-from repoctx import synth
 from repoctx.config import Settings
 from repoctx.engine.base import GenerationOptions
 from repoctx.events import CacheOutcome, Event, Progress
-from repoctx.kvstore import KVStore
+from repoctx.kv.store import KVStore
+from repoctx.model import synth
 from repoctx.session import Session
 
 FILES = {f"mod{i}.py": f"def f{i}(x):\n    return x * {i} + {i * 7}\n" * 12 for i in range(9)}

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType, GGUFReader, GGUFWriter, quants
 
-from repoctx import synth
 from repoctx.errors import ModelError, TokenizerError, UsageError
+from repoctx.model import synth
 
 LLAMA3_VOCAB = Path(__file__).parent / "data" / "ggml-vocab-llama-bpe.gguf"
 N_CTX = 4096

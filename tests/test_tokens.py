@@ -1,4 +1,4 @@
-"""Exact token counts (repoctx.tokens) against llama.cpp's own tokenizer."""
+"""Exact token counts (repoctx.tokens.count) against llama.cpp's own tokenizer."""
 
 from __future__ import annotations
 
@@ -16,11 +16,12 @@ import regex  # type: ignore[import-untyped]
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from repoctx import bperanks, pretokenizers, tokens
 from repoctx.errors import ModelError
 from repoctx.events import Event, Notice
-from repoctx.modelfile import Vocabulary, read_model_info, read_vocabulary
-from repoctx.models import default_model_path
+from repoctx.model.choice import default_model_path
+from repoctx.model.modelfile import Vocabulary, read_model_info, read_vocabulary
+from repoctx.tokens import bperanks, pretokenizers
+from repoctx.tokens import count as tokens
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).parent.parent

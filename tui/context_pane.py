@@ -10,8 +10,8 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import Static, Tree
 
-from repoctx.pipeline import PackResult
-from repoctx.snapshot import SkipReason
+from repoctx.pack.pipeline import PackResult
+from repoctx.scan.snapshot import SkipReason
 from tui.budget_bar import BudgetBar
 from tui.controller import Change, exclude, include_again, path_pattern
 from tui.messages import Usage

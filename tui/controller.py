@@ -18,8 +18,8 @@ from textual.message import Message
 from repoctx.errors import NotADirectoryError_, PathNotFoundError, RepoctxError, UsageError
 from repoctx.events import Event
 from repoctx.fsutil import atomic_write
+from repoctx.pack.pipeline import PackResult
 from repoctx.paths import user_path
-from repoctx.pipeline import PackResult
 from repoctx.session import Session
 from tui.messages import (
     AnswerFinished,

@@ -11,7 +11,7 @@ from repoctx.config import load_settings
 from repoctx.conversations import ConversationStore
 from repoctx.engine.base import Engine, GenerationOptions
 from repoctx.events import Event, EventSink, ModelReady
-from repoctx.modelfile import ModelInfo
+from repoctx.model.modelfile import ModelInfo
 from repoctx.paths import user_path
 from repoctx.session import EngineFactory, Session, engine_factory_from_env
 

@@ -11,7 +11,7 @@ from textual.message import Message
 
 from repoctx.conversations import Conversation
 from repoctx.events import AnswerDone, CacheOutcome, Event
-from repoctx.pipeline import PackResult
+from repoctx.pack.pipeline import PackResult
 from tui.pack_change import PackChange
 
 

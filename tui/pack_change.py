@@ -11,8 +11,8 @@ import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from repoctx.pack import Pack
-from repoctx.pipeline import PackResult
+from repoctx.pack.fit import Pack
+from repoctx.pack.pipeline import PackResult
 
 
 @dataclass(frozen=True)

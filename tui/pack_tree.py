@@ -19,8 +19,8 @@ from textual.message import Message
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
-from repoctx.pack import Omission, Segment
-from repoctx.pipeline import PackResult
+from repoctx.pack.fit import Omission, Segment
+from repoctx.pack.pipeline import PackResult
 
 EXPAND_ALL_UP_TO = 300  # files; bigger packs open only their repositories
 

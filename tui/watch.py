@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from repoctx.pipeline import PackResult
-from repoctx.snapshot import SkipReason
+from repoctx.pack.pipeline import PackResult
+from repoctx.scan.snapshot import SkipReason
 
 Signatures = dict[Path, Hashable]
 WATCH_OFF = ("0", "off", "false", "no")

@@ -8,7 +8,7 @@ from typing import Protocol
 
 from repoctx.config import DEFAULT_REPEAT_PENALTY
 from repoctx.events import AnswerDone, CacheOutcome, EventSink, ModelReady, ignore_events
-from repoctx.prompt import Prompt
+from repoctx.model.prompt import Prompt
 
 DEFAULT_REPEAT_LAST_N = 64
 

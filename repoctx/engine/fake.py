@@ -18,7 +18,7 @@ from repoctx.events import (
     Token,
     ignore_events,
 )
-from repoctx.prompt import Prompt, common_prefix
+from repoctx.model.prompt import Prompt, common_prefix
 
 
 @dataclass

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from repoctx.engine.hostmem import HostPool
 from repoctx.engine.image import StateImage
-from repoctx.prompt import common_prefix
+from repoctx.model.prompt import common_prefix
 
 _clock = itertools.count(1)
 

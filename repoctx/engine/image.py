@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from repoctx.engine.hostmem import HostBuffer, HostPool
 from repoctx.engine.native import NativeContext
-from repoctx.kvio import BLOCK
+from repoctx.kv.io import BLOCK
 
 HEADER = struct.Struct("<IiI")  # magic, sequence id, stream count
 COUNT = 4
@@ -44,7 +44,7 @@ class StateImage:
         """Copy ``seq``'s state out of the context into a buffer of the pool."""
         size = context.state_size(seq)
         # the sequence's stream is its number: its data start after ``seq`` empty counts, and
-        # the image there should sit on a block boundary, for direct disk writes (kvio.py)
+        # the image there should sit on a block boundary, for direct disk writes (kv/io.py)
         pad = -COUNT * seq % BLOCK
         buffer = pool.take(pad + size + COUNT * MAX_STREAMS)
         try:

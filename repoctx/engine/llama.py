@@ -4,7 +4,7 @@
   conversations and repositories stay loaded and none changes another's answers;
 - host: states copied out of the context into host memory (hostcache.py; page-locked on a GPU,
   so copies run at the bus's speed);
-- disk: the content-keyed store (kvstore.py), written in the background (saver.py).
+- disk: the content-keyed store (kv/store.py), written in the background (saver.py).
 
 A prompt is evaluated from the longest prefix any tier holds (ties go to the faster tier), and
 only what follows is evaluated. Nothing waits for the disk: a state worth keeping is copied to
@@ -20,7 +20,6 @@ import time
 
 import llama_cpp  # before anything imports numpy: on CUDA builds that order crashes
 
-from repoctx import kvio
 from repoctx.engine.base import GenerationOptions
 from repoctx.engine.hostcache import HostCache, HostState
 from repoctx.engine.hostmem import HostPool, pinned_buffer_type
@@ -41,9 +40,10 @@ from repoctx.events import (
     Token,
     ignore_events,
 )
-from repoctx.kvstore import KVStore, Match, StateKey
-from repoctx.modelfile import ModelInfo
-from repoctx.prompt import Prompt
+from repoctx.kv import io as kvio
+from repoctx.kv.store import KVStore, Match, StateKey
+from repoctx.model.modelfile import ModelInfo
+from repoctx.model.prompt import Prompt
 
 SAVE_AFTER_TOKENS = 1024  # states with fewer new tokens are cheaper to evaluate again than to keep
 

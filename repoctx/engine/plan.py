@@ -11,7 +11,7 @@ import subprocess
 from dataclasses import dataclass
 
 from repoctx.errors import ModelError
-from repoctx.modelfile import ModelInfo, ModelShape
+from repoctx.model.modelfile import ModelInfo, ModelShape
 
 # bytes per element of each KV cache type (q8_0: 34 bytes per 32, q4_0: 18 per 32)
 KV_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
@@ -98,7 +98,7 @@ def _shape(model: ModelInfo) -> ModelShape:
 def _no_fit_message(
     model: ModelInfo, shape: ModelShape, n_ctx: int, memory: Memory, budget: int, kv: str, ub: int
 ) -> str:
-    from repoctx.pipeline import default_reserve  # the context adds it to the pack's budget
+    from repoctx.pack.pipeline import default_reserve  # the context adds it to the pack's budget
 
     reserve = default_reserve(model.context_length or n_ctx)
     fixed = estimate_bytes(shape, model.vocab_size, 0, kv, ub)

@@ -9,10 +9,10 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from repoctx import kvio
 from repoctx.engine.hostcache import HostCache, HostState
 from repoctx.events import Event, EventSink, Notice, Progress
-from repoctx.kvstore import KVStore, StateKey
+from repoctx.kv import io as kvio
+from repoctx.kv.store import KVStore, StateKey
 
 _PROGRESS_S = 0.25
 

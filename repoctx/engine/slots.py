@@ -13,7 +13,7 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from repoctx.prompt import common_prefix
+from repoctx.model.prompt import common_prefix
 
 _clock = itertools.count(1)
 

@@ -19,8 +19,8 @@ from repoctx.events import (
     event_from_json,
     ignore_events,
 )
-from repoctx.modelfile import ModelInfo
-from repoctx.prompt import Prompt
+from repoctx.model.modelfile import ModelInfo
+from repoctx.model.prompt import Prompt
 from repoctx.resident.channel import EngineConnection, try_connect
 from repoctx.resident.spawn import start_server, stop_server
 from repoctx.resident.wire import ids_payload

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from repoctx.engine.base import Engine
 from repoctx.events import EventSink
-from repoctx.modelfile import ModelInfo
+from repoctx.model.modelfile import ModelInfo
 
 # (model, context tokens needed, events, kv_type, flash_attn) -> a loaded engine
 Opener = Callable[[ModelInfo, int, EventSink, str | None, bool | None], Engine]

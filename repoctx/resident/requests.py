@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from repoctx.engine.base import GenerationOptions
 from repoctx.events import EventSink, event_to_json
-from repoctx.prompt import Prompt
+from repoctx.model.prompt import Prompt
 from repoctx.resident.opener import EngineKey
 from repoctx.resident.wire import JsonObject, WireError, ids_from_payload
 from repoctx.resident.worker import Engines

@@ -22,7 +22,7 @@ from typing import Any
 from repoctx import errors
 from repoctx.errors import EngineError, RepoctxError
 from repoctx.events import Event, event_from_json, event_to_json
-from repoctx.kvfiles import TOKEN_SIZE, token_bytes
+from repoctx.kv.files import TOKEN_SIZE, token_bytes
 
 PROTOCOL_VERSION = 1
 HEADER = struct.Struct("<II")

@@ -14,7 +14,7 @@ from typing import Protocol
 from repoctx.engine.base import Engine
 from repoctx.errors import EngineError, ModelError, RepoctxError
 from repoctx.events import Event, EventSink, ModelReady, Notice
-from repoctx.modelfile import read_model_info
+from repoctx.model.modelfile import read_model_info
 from repoctx.resident.opener import EngineKey, Opener
 from repoctx.resident.wire import JsonObject, error_to_json, internal_error_json
 

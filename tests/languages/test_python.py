@@ -7,10 +7,10 @@ from repo_helpers import MakeRepo
 
 from repoctx.cache import ContentCache
 from repoctx.config import Settings
-from repoctx.graph import backward_violations
+from repoctx.deps.graph import backward_violations
 from repoctx.languages import get_language, python
 from repoctx.languages.base import ImportRef, RepoIndex, load_language, parse
-from repoctx.pipeline import PackResult, build_pack
+from repoctx.pack.pipeline import PackResult, build_pack
 
 PY = get_language("python")
 

@@ -11,7 +11,7 @@ from tui_helpers import ANSWER, Engines, MakeApp, ask, notifications, run, settl
 from repoctx.engine.base import Engine
 from repoctx.errors import ModelError
 from repoctx.events import EventSink, Notice
-from repoctx.modelfile import ModelInfo
+from repoctx.model.modelfile import ModelInfo
 from tui.conversation import AnswerView
 from tui.messages import CoreEvent
 from tui.status_line import StatusLine
@@ -43,7 +43,7 @@ def test_a_missing_model_is_reported_and_can_be_fixed(shop: Path, make_app: Make
             await submit(pilot, "/model /nowhere/else.gguf")
             await settle(pilot)
             assert "/nowhere/else.gguf: no such model file" in notifications(app)[-1]
-            from repoctx.models import default_model_path
+            from repoctx.model.choice import default_model_path
 
             await submit(pilot, f"/model {default_model_path()}")
             await settle(pilot)

@@ -18,7 +18,7 @@ from repo_helpers import MakeRepo
 from tui_helpers import Engines, MakeApp, notifications, run, settle, submit, wait_for
 
 from repoctx.config import load_settings
-from repoctx.pipeline import PackResult, build_pack
+from repoctx.pack.pipeline import PackResult, build_pack
 from tui.app import RepoctxApp
 from tui.status_line import StatusLine
 

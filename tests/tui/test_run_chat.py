@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from textual.pilot import Pilot
 from tui_helpers import ask, settle
 
-from repoctx.cli import cli
+from repoctx.cli.main import cli
 from tui.app import RepoctxApp
 from tui.conversation import AnswerView
 

@@ -13,7 +13,7 @@ from textual.widgets.tree import TreeNode
 from repoctx.engine.base import Engine
 from repoctx.engine.fake import FakeEngine
 from repoctx.events import EventSink
-from repoctx.modelfile import ModelInfo
+from repoctx.model.modelfile import ModelInfo
 from tui.app import RepoctxApp
 from tui.prompt_input import PromptInput
 

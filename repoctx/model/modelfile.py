@@ -1,0 +1,505 @@
+"""Reading a GGUF model file's metadata fast, and fingerprinting its content.
+
+The parser reads only the header: magic, version, counts, the typed key/value pairs and the
+tensor table. Large arrays (the vocabulary and its merges) are skipped, not decoded, unless a
+caller asks for the vocabulary. Nothing here imports numpy or gguf, so a quick ``read_model_info``
+stays quick and leaves llama.cpp's import order alone (see ``repoctx.tokens.count``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import mmap
+import os
+import struct
+import sys
+import time
+from array import array
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from repoctx import fsutil, paths
+from repoctx.errors import ModelError
+
+_MAGIC = b"GGUF"
+_STRING, _ARRAY = 8, 9
+_SCALARS = {
+    0: "B",
+    1: "b",
+    2: "H",
+    3: "h",
+    4: "I",
+    5: "i",
+    6: "f",
+    7: "?",
+    10: "Q",
+    11: "q",
+    12: "d",
+}
+_INTEGER_ARRAYS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 10: "Q", 11: "q"}
+_VOCAB_PREFIX = "tokenizer.ggml."
+_WANTED_ARRAYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type")
+_DEFAULT_ALIGNMENT = 32
+_SAMPLES = 16
+_SAMPLE_BYTES = 64 * 1024
+_MEMO_LIMIT = 64
+_FINGERPRINT_VERSION = b"repoctx-gguf-fingerprint-1\0"
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What repoctx needs to know about a model file, read without loading the model."""
+
+    path: Path
+    architecture: str
+    name: str | None
+    context_length: int | None  # ``{architecture}.context_length``
+    tokenizer_model: str | None  # "gpt2" (byte-level BPE), "llama" (SentencePiece), ...
+    pre_tokenizer: str | None  # "llama-bpe", "smollm", "gpt-2", "default", ...
+    bos_id: int | None
+    eos_id: int | None
+    eot_id: int | None
+    add_bos: bool | None
+    chat_template: str | None
+    vocab_size: int
+    tensor_count: int
+    file_size: int
+    fingerprint: str  # content identity of the whole file, see ``fingerprint``
+    vocab_fingerprint: str | None  # identity of the ``tokenizer.ggml.*`` metadata alone
+    shape: ModelShape | None = None  # None for vocabulary-only files
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What sizes the KV cache and the compute buffers (transformer models)."""
+
+    n_layer: int
+    n_embd: int
+    n_head: int
+    n_head_kv: int
+    head_dim_k: int
+    head_dim_v: int
+    n_ff: int
+    weights_bytes: int  # the tensor data: what must fit in memory to offload every layer
+
+    def kv_bytes_per_token(self, k_bytes: float, v_bytes: float) -> float:
+        """KV cache bytes per token with ``k_bytes``/``v_bytes`` bytes per element."""
+        per_layer = self.n_head_kv * (self.head_dim_k * k_bytes + self.head_dim_v * v_bytes)
+        return self.n_layer * per_layer
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """A GGUF's tokenizer arrays as stored: token texts (byte-level BPE vocabularies keep GPT-2's
+    byte-to-unicode alphabet), llama.cpp token types, and BPE merges ("left right")."""
+
+    info: ModelInfo
+    tokens: list[str]
+    token_types: list[int]
+    merges: list[str]
+    metadata: dict[str, Any]  # every scalar and string key/value of the file
+
+
+@dataclass(frozen=True)
+class _Header:
+    values: dict[str, Any]  # scalar and string values; arrays are left out
+    array_lengths: dict[str, int]
+    vocab_digest: str | None
+    data_offset: int
+    tensor_count: int
+    file_size: int
+
+
+class _Truncated(Exception):
+    """The metadata runs past the end of the file, or a length or type is impossible."""
+
+
+class _Cursor:
+    """Sequential reads from the mapped file in the file's byte order."""
+
+    def __init__(self, buffer: mmap.mmap, endian: str) -> None:
+        self.buffer = buffer
+        self.size = len(buffer)
+        self.endian = endian
+        self.pos = 0
+        self._u64 = struct.Struct(endian + "Q")
+
+    def advance(self, length: int) -> int:
+        start, self.pos = self.pos, self.pos + length
+        if self.pos > self.size:
+            raise _Truncated
+        return start
+
+    def scalar(self, code: str) -> Any:
+        start = self.advance(struct.calcsize(code))
+        return struct.unpack_from(self.endian + code, self.buffer, start)[0]
+
+    def string(self) -> str:
+        start = self.advance(self.scalar("Q"))
+        return self.buffer[start : self.pos].decode("utf-8", "surrogateescape")
+
+    def skip_strings(self, count: int) -> None:
+        unpack, buffer, pos = self._u64.unpack_from, self.buffer, self.pos
+        try:
+            for _ in range(count):
+                pos += 8 + unpack(buffer, pos)[0]
+        except struct.error as error:
+            raise _Truncated from error
+        self.advance(pos - self.pos)
+
+    def _strings(self, count: int) -> list[str]:
+        """``count`` strings in a row (a vocabulary: tens of thousands, read in one loop)."""
+        unpack, buffer, pos, size = self._u64.unpack_from, self.buffer, self.pos, self.size
+        strings: list[str] = []
+        append = strings.append
+        try:
+            for _ in range(count):
+                start = pos + 8
+                pos = start + unpack(buffer, pos)[0]
+                if pos > size:
+                    raise _Truncated
+                append(buffer[start:pos].decode("utf-8", "surrogateescape"))
+        except struct.error as error:
+            raise _Truncated from error
+        self.pos = pos
+        return strings
+
+    def skip_value(self, kind: int) -> None:
+        if kind == _STRING:
+            self.skip_strings(1)
+        elif kind == _ARRAY:
+            item_kind, count = self.scalar("I"), self.scalar("Q")
+            self.skip_array(item_kind, count)
+        elif kind in _SCALARS:
+            self.advance(struct.calcsize(_SCALARS[kind]))
+        else:
+            raise _Truncated
+
+    def skip_array(self, item_kind: int, count: int) -> None:
+        if item_kind == _STRING:
+            self.skip_strings(count)
+        elif item_kind in _SCALARS:
+            self.advance(count * struct.calcsize(_SCALARS[item_kind]))
+        elif count > self.size:
+            raise _Truncated
+        else:
+            for _ in range(count):
+                self.skip_value(item_kind)
+
+    def read_array(self, item_kind: int, count: int) -> list[Any]:
+        if item_kind == _STRING:
+            if count > self.size:
+                raise _Truncated
+            return self._strings(count)
+        code = _INTEGER_ARRAYS.get(item_kind)
+        if code is None:
+            self.skip_array(item_kind, count)
+            return []
+        values = array(code.lower() if code in "Qq" else code)
+        values.frombytes(self.buffer[self.advance(count * values.itemsize) : self.pos])
+        if (self.endian == ">") != (sys.byteorder == "big"):
+            values.byteswap()
+        return values.tolist()
+
+
+_Identity = tuple[str, int, int, int, int, int]  # resolved path, size, mtime, ctime, inode, device
+
+
+def _identity(path: Path) -> _Identity:
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        raise ModelError(
+            f"{path}: no such model file; pass --model PATH to a .gguf file "
+            "or run `repoctx models list`"
+        ) from None
+    except OSError as error:
+        raise ModelError(
+            f"{path}: cannot be read ({error.strerror}); check its permissions"
+        ) from None
+    if not path.is_file():
+        raise ModelError(f"{path}: is not a file; pass --model PATH to a .gguf file")
+    return (
+        str(path.resolve()),
+        status.st_size,
+        status.st_mtime_ns,
+        status.st_ctime_ns,
+        status.st_ino,
+        status.st_dev,
+    )
+
+
+def _not_gguf(path: Path, why: str) -> ModelError:
+    return ModelError(
+        f"{path}: is not a GGUF model file ({why}); pass --model PATH to a .gguf file, "
+        "or download the model again if this file was cut short"
+    )
+
+
+@contextmanager
+def _mapped(path: Path) -> Iterator[mmap.mmap]:
+    try:
+        with open(path, "rb") as handle:
+            if os.fstat(handle.fileno()).st_size < 24:
+                raise _not_gguf(path, "the file is too short")
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buffer:
+                yield buffer
+    except OSError as error:
+        raise ModelError(
+            f"{path}: cannot be read ({error.strerror}); check its permissions"
+        ) from None
+
+
+def _open_cursor(path: Path, buffer: mmap.mmap) -> tuple[_Cursor, int, int]:
+    if buffer[:4] != _MAGIC:
+        raise _not_gguf(path, "it does not start with the GGUF signature")
+    endian = "<"
+    version = struct.unpack_from("<I", buffer, 4)[0]
+    if version & 0xFFFF == 0:  # a big-endian file reads as a byte-swapped version
+        endian, version = ">", struct.unpack_from(">I", buffer, 4)[0]
+    if version not in (2, 3):
+        raise ModelError(
+            f"{path}: GGUF version {version} is not supported (2 and 3 are); "
+            "convert the model again with a current llama.cpp"
+        )
+    cursor = _Cursor(buffer, endian)
+    cursor.pos = 8
+    return cursor, cursor.scalar("Q"), cursor.scalar("Q")
+
+
+def _read_kvs(
+    cursor: _Cursor, kv_count: int, arrays: dict[str, list[Any]] | None
+) -> tuple[dict[str, Any], dict[str, int], str | None]:
+    """Read every key/value; keep scalars and strings, skip arrays unless ``arrays`` asks for
+    the vocabulary ones, and hash the raw ``tokenizer.ggml.*`` entries as they go by."""
+    values: dict[str, Any] = {}
+    lengths: dict[str, int] = {}
+    digest = hashlib.sha256(b"repoctx-vocab-1\0")
+    seen_vocab = False
+    for _ in range(kv_count):
+        start = cursor.pos
+        key, kind = cursor.string(), cursor.scalar("I")
+        if kind == _ARRAY:
+            item_kind, count = cursor.scalar("I"), cursor.scalar("Q")
+            lengths[key] = count
+            if arrays is not None and key in _WANTED_ARRAYS:
+                arrays[key] = cursor.read_array(item_kind, count)
+            else:
+                cursor.skip_array(item_kind, count)
+        elif kind == _STRING:
+            values[key] = cursor.string()
+        elif kind in _SCALARS:
+            values[key] = cursor.scalar(_SCALARS[kind])
+        else:
+            raise _Truncated
+        if key.startswith(_VOCAB_PREFIX):
+            seen_vocab = True
+            digest.update(cursor.buffer[start : cursor.pos])
+    return values, lengths, digest.hexdigest()[:32] if seen_vocab else None
+
+
+def _skip_tensor_infos(cursor: _Cursor, tensor_count: int) -> None:
+    if tensor_count > cursor.size:
+        raise _Truncated
+    for _ in range(tensor_count):
+        cursor.skip_strings(1)
+        dimensions = cursor.scalar("I")
+        cursor.advance(8 * dimensions + 4 + 8)
+
+
+def _parse(path: Path, buffer: mmap.mmap, arrays: dict[str, list[Any]] | None) -> _Header:
+    cursor, tensor_count, kv_count = _open_cursor(path, buffer)
+    try:
+        if kv_count > cursor.size:
+            raise _Truncated
+        values, lengths, digest = _read_kvs(cursor, kv_count, arrays)
+        _skip_tensor_infos(cursor, tensor_count)
+    except (_Truncated, struct.error):
+        raise _not_gguf(path, "its metadata is truncated or corrupt") from None
+    alignment = values.get("general.alignment", _DEFAULT_ALIGNMENT)
+    if not isinstance(alignment, int) or alignment <= 0:
+        alignment = _DEFAULT_ALIGNMENT
+    data_offset = -(-cursor.pos // alignment) * alignment
+    if tensor_count and data_offset > cursor.size:
+        raise _not_gguf(path, "the tensor data is missing")
+    data_offset = min(data_offset, cursor.size)
+    return _Header(values, lengths, digest, data_offset, tensor_count, cursor.size)
+
+
+def _content_fingerprint(buffer: mmap.mmap, data_offset: int) -> str:
+    """sha256 over the size, the whole header and metadata, and evenly spaced samples of the
+    tensor data: a changed quantization, vocabulary or weight block changes it."""
+    size = len(buffer)
+    digest = hashlib.sha256(_FINGERPRINT_VERSION)
+    digest.update(size.to_bytes(8, "little"))
+    digest.update(buffer[:data_offset])
+    data_size = size - data_offset
+    if data_size <= _SAMPLES * _SAMPLE_BYTES:
+        digest.update(buffer[data_offset:])
+        return digest.hexdigest()
+    for index in range(_SAMPLES):  # the first sample starts the data, the last one ends it
+        start = data_offset + index * (data_size - _SAMPLE_BYTES) // (_SAMPLES - 1)
+        digest.update(buffer[start : start + _SAMPLE_BYTES])
+    return digest.hexdigest()
+
+
+def _memo(table: dict[Any, _T], key: Any, compute: Callable[[], _T]) -> _T:
+    if key not in table:
+        if len(table) >= _MEMO_LIMIT:
+            table.pop(next(iter(table)))
+        table[key] = compute()
+    return table[key]
+
+
+_HEADERS: dict[_Identity, tuple[_Header, str]] = {}
+
+
+def _header_and_fingerprint(path: Path) -> tuple[_Header, str]:
+    def compute() -> tuple[_Header, str]:
+        remembered = _remembered(identity)
+        if remembered is not None:
+            return remembered
+        with _mapped(path) as buffer:
+            header = _parse(path, buffer, None)
+            found = header, _content_fingerprint(buffer, header.data_offset)
+        _remember(identity, *found)
+        return found
+
+    identity = _identity(path)
+    return _memo(_HEADERS, identity, compute)
+
+
+# The header and fingerprint of a model file are also kept on disk by its status, as git's
+# index keeps blob ids: trusted while path, size, mtime, ctime (which no tool sets back),
+# inode and device all match, and written only for a file settled for a while, so that a
+# change within the same clock tick as the last one cannot go unseen.
+_REMEMBERED_VERSION = 1
+_SETTLED_NS = 2_000_000_000
+
+
+def _remembered_path(identity: _Identity) -> Path:
+    digest = hashlib.sha256(identity[0].encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    return paths.cache_dir() / "models" / f"{digest}.json"
+
+
+def _remembered(identity: _Identity) -> tuple[_Header, str] | None:
+    try:
+        record = json.loads(_remembered_path(identity).read_bytes())
+        if record["version"] != _REMEMBERED_VERSION or record["identity"] != list(identity):
+            return None
+        return _Header(**record["header"]), str(record["fingerprint"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # absent or unreadable: parsed again, and written again
+
+
+def _remember(identity: _Identity, header: _Header, content_fingerprint: str) -> None:
+    _, _, mtime, ctime, _, _ = identity
+    if time.time_ns() - max(mtime, ctime) < _SETTLED_NS:
+        return
+    record = {
+        "version": _REMEMBERED_VERSION,
+        "identity": list(identity),
+        "header": dataclasses.asdict(header),
+        "fingerprint": content_fingerprint,
+    }
+    location = _remembered_path(identity)
+    with contextlib.suppress(OSError, ValueError):
+        paths.ensure_private_dir(location.parent)
+        fsutil.atomic_write(location, json.dumps(record).encode())
+
+
+def fingerprint(path: str | os.PathLike[str]) -> str:
+    """Content identity of a GGUF file, fast on multi-GB files (see ``_content_fingerprint``);
+    memoized per path, size, mtime, ctime, inode and device (on disk too). llama.cpp does not
+    check that a saved state came from the same model, so caches of model state are keyed by
+    this."""
+    return _header_and_fingerprint(Path(path))[1]
+
+
+def _optional(values: dict[str, Any], key: str, kind: type[_T]) -> _T | None:
+    value = values.get(key)
+    return value if isinstance(value, kind) else None
+
+
+def _model_info(path: Path, header: _Header, content_fingerprint: str) -> ModelInfo:
+    values = header.values
+    architecture = _optional(values, "general.architecture", str) or "unknown"
+    context_length = _optional(values, f"{architecture}.context_length", int)
+    return ModelInfo(
+        path=path,
+        architecture=architecture,
+        name=_optional(values, "general.name", str),
+        context_length=context_length,
+        tokenizer_model=_optional(values, "tokenizer.ggml.model", str),
+        pre_tokenizer=_optional(values, "tokenizer.ggml.pre", str),
+        bos_id=_optional(values, "tokenizer.ggml.bos_token_id", int),
+        eos_id=_optional(values, "tokenizer.ggml.eos_token_id", int),
+        eot_id=_optional(values, "tokenizer.ggml.eot_token_id", int),
+        add_bos=_optional(values, "tokenizer.ggml.add_bos_token", bool),
+        chat_template=_optional(values, "tokenizer.chat_template", str),
+        vocab_size=header.array_lengths.get("tokenizer.ggml.tokens", 0),
+        tensor_count=header.tensor_count,
+        file_size=header.file_size,
+        fingerprint=content_fingerprint,
+        vocab_fingerprint=header.vocab_digest,
+        shape=_shape(values, architecture, header),
+    )
+
+
+def _shape(values: dict[str, Any], arch: str, header: _Header) -> ModelShape | None:
+    def number(key: str) -> int | None:
+        value = values.get(f"{arch}.{key}")
+        if isinstance(value, list):  # per-layer arrays (some architectures): take the largest
+            value = max(value) if value else None
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    n_layer, n_embd, n_head = (
+        number("block_count"),
+        number("embedding_length"),
+        number("attention.head_count"),
+    )
+    if not n_layer or not n_embd or not n_head or header.tensor_count == 0:
+        return None
+    head_dim = n_embd // n_head
+    return ModelShape(
+        n_layer=n_layer,
+        n_embd=n_embd,
+        n_head=n_head,
+        n_head_kv=number("attention.head_count_kv") or n_head,
+        head_dim_k=number("attention.key_length") or head_dim,
+        head_dim_v=number("attention.value_length") or head_dim,
+        n_ff=number("feed_forward_length") or 4 * n_embd,
+        weights_bytes=max(0, header.file_size - header.data_offset),
+    )
+
+
+def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
+    """The metadata of the GGUF at ``path``. Raises ``ModelError`` saying what to do when the
+    file is missing, unreadable, not a GGUF, or truncated."""
+    model_path = Path(path)
+    header, content_fingerprint = _header_and_fingerprint(model_path)
+    return _model_info(model_path, header, content_fingerprint)
+
+
+def read_vocabulary(path: str | os.PathLike[str]) -> Vocabulary:
+    """The tokenizer arrays of the GGUF at ``path`` (slow on large vocabularies: decodes every
+    token and merge; callers cache what they derive from it)."""
+    model_path = Path(path)
+    info = read_model_info(model_path)
+    arrays: dict[str, list[Any]] = {}
+    with _mapped(model_path) as buffer:
+        header = _parse(model_path, buffer, arrays)
+    tokens = arrays.get("tokenizer.ggml.tokens", [])
+    if not tokens or not isinstance(tokens[0], str):
+        raise ModelError(f"{model_path}: the model file has no vocabulary; pass another --model")
+    token_types = arrays.get("tokenizer.ggml.token_type") or [1] * len(tokens)
+    merges = arrays.get("tokenizer.ggml.merges", [])
+    return Vocabulary(info, tokens, token_types, merges, header.values)

@@ -1,0 +1,290 @@
+"""The one place that composes the packing stages:
+
+roots --scan--> Snapshot --deps--> DepGraph --order--> files --tokens/fit--> Pack (--> view)
+
+The budget is about the text the model sees, the xml rendering: the fit always counts that one.
+Another format (markdown) is a view of the same pack: the same files, whole or as signatures,
+rendered and counted in that format.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeGuard
+
+from repoctx.cache import ContentCache
+from repoctx.config import Settings
+from repoctx.deps.graph import DepGraph, Ordering, order_files
+from repoctx.deps.resolve import build_graph, plan_resolution, start_import_scan
+from repoctx.errors import BudgetTooSmallError, NothingToPackError, UsageError
+from repoctx.events import EventSink, Progress, ignore_events
+from repoctx.languages import get_language
+from repoctx.model.choice import resolve_model_path
+from repoctx.model.modelfile import ModelInfo, read_model_info
+from repoctx.pack.fit import Omission, Pack, PackInputs, Segment, fit, view
+from repoctx.pack.render import RENDERERS, Renderer
+from repoctx.scan.rules import Rules
+from repoctx.scan.scanner import ScanOptions, scan
+from repoctx.scan.snapshot import Snapshot, SourceFile
+from repoctx.tokens.count import Tokenizer, count_batches, load_tokenizer
+
+SIGNATURES_NAMESPACE = "signatures:v1"
+TEXTS_RECORD = "texts"  # key prefix of _TextCounts records, beside segment keys "xml:full:..."
+FITTED_FORMAT = "xml"  # what the model sees, so what the budget is about
+
+
+def default_reserve(context_length: int) -> int:
+    """Tokens kept free for the conversation when no budget is given."""
+    return max(1024, min(16384, context_length // 8))
+
+
+def pack_budget(settings: Settings, model: ModelInfo) -> int:
+    """``--budget``, else the model's context less the reserve for the conversation."""
+    if settings.budget is not None:
+        return settings.budget
+    if not model.context_length:
+        raise UsageError(f"{model.path.name} does not say its context length; pass --budget N")
+    reserve = settings.reserve
+    if reserve is None:
+        reserve = default_reserve(model.context_length)
+    if reserve >= model.context_length:
+        raise UsageError(
+            f"--reserve {reserve:,} leaves nothing of the {model.context_length:,}-token context "
+            f"of {model.path.name}; pass a smaller --reserve or a --budget"
+        )
+    return model.context_length - reserve
+
+
+@dataclass(frozen=True)
+class PackResult:
+    snapshot: Snapshot
+    graph: DepGraph
+    ordering: Ordering
+    pack: Pack
+    model: ModelInfo
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class _Stopwatch:
+    """Seconds per stage, for ``--stats`` and the benchmark."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.timings[stage] = self.timings.get(stage, 0.0) + now - self._last
+        self._last = now
+
+
+def build_pack(
+    roots: Sequence[Path],
+    settings: Settings,
+    cache: ContentCache | None = None,
+    on_event: EventSink = ignore_events,
+    tokenizer: Tokenizer | None = None,
+) -> PackResult:
+    """Scan, parse imports (worker processes) while the tokenizer loads and counts (threads),
+    order, and fit the budget."""
+    watch = _Stopwatch()
+    cache = cache if cache is not None else ContentCache.open(on_event)
+    model = read_model_info(resolve_model_path(settings.model))
+    budget = pack_budget(settings, model)
+    rules = Rules.from_mapping(settings.rules)
+    options = ScanOptions(include=settings.include, exclude=settings.exclude, rules=rules)
+    snapshot = scan(roots, options, cache, on_event)
+    if not snapshot.files:
+        raise NothingToPackError(str(roots[0]), len(snapshot.skipped))
+    watch.lap("scan")
+    plan = plan_resolution(snapshot, cache)
+    imports = start_import_scan(plan.todo, cache, on_event)
+    workers = imports.executor if tokenizer is None else None  # they rebuild only ours
+    tokenizer = tokenizer or load_tokenizer(model.path, on_event)
+    watch.lap("tokenizer")
+    renderer = RENDERERS[FITTED_FORMAT]
+    counter = _SegmentCounter(tokenizer, cache, renderer, on_event, model.path)
+    segments = counter.full_segments(snapshot.files, workers)
+    watch.lap("tokens")
+    graph = build_graph(snapshot, imports.finish(), plan, cache)
+    ordering = order_files(graph, {f.key: f.last_changed for f in snapshot.files})
+    watch.lap("graph")
+    root_names = [root.name for root in snapshot.roots]
+    texts = _TextCounts(tokenizer, cache, renderer, root_names)
+    inputs = PackInputs(
+        renderer=renderer,
+        root_names=root_names,
+        segments=[segments[key] for key in ordering.order],
+        dependents={key: len(users) for key, users in graph.dependents().items()},
+        count=texts.count_many,
+        reduce=counter.reduced_segments,
+        skipped=[Omission(s.key, s.reason.value, s.size, None, s.detail) for s in snapshot.skipped],
+    )
+    pack = fit(inputs, budget)
+    texts.remember()
+    if not tokenizer.additive:
+        pack = _fit_whole_text(inputs, budget, pack, tokenizer)
+    if settings.format in RENDERERS and settings.format != FITTED_FORMAT:
+        viewer = _SegmentCounter(tokenizer, cache, RENDERERS[settings.format], on_event, model.path)
+        pack = _view(pack, root_names, viewer)
+    watch.lap("fit")
+    return PackResult(snapshot, graph, ordering, pack, model, watch.timings)
+
+
+def _view(pack: Pack, root_names: list[str], viewer: _SegmentCounter) -> Pack:
+    """The fitted ``pack`` rendered and counted by ``viewer``'s renderer."""
+    segments = {
+        **viewer.full_segments([s.file for s in pack.segments if not s.reduced]),
+        **viewer.reduced_segments([s.file for s in pack.segments if s.reduced]),
+    }
+    texts = _TextCounts(viewer.tokenizer, viewer.cache, viewer.renderer, root_names)
+    shown = view(pack, viewer.renderer, root_names, segments, texts.count_many)
+    texts.remember()
+    if viewer.tokenizer.additive:
+        return shown
+    return dataclasses.replace(shown, tokens=viewer.tokenizer.count(shown.text))
+
+
+def _fit_whole_text(inputs: PackInputs, budget: int, pack: Pack, tokenizer: Tokenizer) -> Pack:
+    """For tokenizers whose counts do not add up piece by piece (SentencePiece adds a leading
+    space to each text): count the whole text, and fit again with the excess taken off the
+    budget until the whole text fits."""
+    target = budget
+    for _ in range(8):
+        exact = tokenizer.count(pack.text)
+        if exact <= budget:
+            return dataclasses.replace(pack, tokens=exact, budget=budget)
+        target -= exact - budget
+        if target <= 0:
+            break
+        pack = fit(inputs, target)
+    raise BudgetTooSmallError(budget, exact)
+
+
+class _TextCounts:
+    """Token counts of the texts around the files (header, footer, the names of dropped
+    files), kept in the cache per tokenizer, format and roots, text by text, so that a run
+    whose files all come from the cache never has to build the tokenizer."""
+
+    LIMIT = 20_000  # texts kept per record
+
+    def __init__(
+        self, tokenizer: Tokenizer, cache: ContentCache, renderer: Renderer, roots: list[str]
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.cache = cache
+        self.namespace = f"tokens:{tokenizer.name}"
+        roots_digest = hashlib.sha256("\0".join(roots).encode()).hexdigest()[:32]
+        self.key = f"{TEXTS_RECORD}:{renderer.name}:{roots_digest}"
+        stored = cache.get(self.namespace, self.key)
+        self.known: dict[str, int] = stored if _is_text_counts(stored) else {}
+        self.fresh = False
+
+    def count_many(self, texts: Sequence[str]) -> list[int]:
+        missing = [text for text in dict.fromkeys(texts) if text not in self.known]
+        if missing:
+            self.known.update(zip(missing, self.tokenizer.count_many(missing), strict=True))
+            self.fresh = True
+        return [self.known[text] for text in texts]
+
+    def remember(self) -> None:
+        if self.fresh and len(self.known) <= self.LIMIT:
+            self.cache.put(self.namespace, self.key, self.known)
+
+
+_BATCH_CHARS = 128 * 1024  # small enough for workers and this thread to meet near the middle
+
+
+def _batches(names: list[str], size: Callable[[str], int]) -> list[list[str]]:
+    """``names`` in order, cut into batches of about ``_BATCH_CHARS`` characters."""
+    batches: list[list[str]] = [[]]
+    filled = 0
+    for name in names:
+        if filled >= _BATCH_CHARS:
+            batches.append([])
+            filled = 0
+        batches[-1].append(name)
+        filled += size(name)
+    return batches if batches[0] else []
+
+
+def _is_text_counts(value: object) -> TypeGuard[dict[str, int]]:
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and type(v) is int for k, v in value.items()
+    )
+
+
+class _SegmentCounter:
+    """Renders files and counts their tokens, cached by (format, path, blob id, tokenizer)."""
+
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        cache: ContentCache,
+        renderer: Renderer,
+        on_event: EventSink,
+        model_path: Path,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.cache = cache
+        self.renderer = renderer
+        self.on_event = on_event
+        self.model_path = model_path
+        self.namespace = f"tokens:{tokenizer.name}"
+
+    def _key(self, file: SourceFile, reduced: bool) -> str:
+        state = "sig" if reduced else "full"
+        return f"{self.renderer.name}:{state}:{file.blob_id}:{file.key}"
+
+    def _segments(
+        self, rendered: dict[str, tuple[SourceFile, str, bool]], workers: Executor | None = None
+    ) -> dict[str, Segment]:
+        keys = {name: self._key(file, reduced) for name, (file, _, reduced) in rendered.items()}
+        cached = self.cache.get_many(self.namespace, keys.values())
+        missing = [name for name, key in keys.items() if key not in cached]
+        batches = _batches(missing, lambda name: len(rendered[name][1]))
+        texts = [[rendered[name][1] for name in batch] for batch in batches]
+        counted: dict[str, int] = {}
+        done = 0
+        for batch, counts in zip(
+            batches, count_batches(self.tokenizer, texts, self.model_path, workers), strict=True
+        ):
+            counted.update({keys[name]: count for name, count in zip(batch, counts, strict=True)})
+            done += len(batch)
+            self.on_event(Progress("tokens", done, len(missing)))
+        self.cache.put_many(self.namespace, counted)
+        totals = {**cached, **counted}
+        return {
+            name: Segment(file, text, int(totals[keys[name]]), reduced)
+            for name, (file, text, reduced) in rendered.items()
+        }
+
+    def full_segments(
+        self, files: Sequence[SourceFile], workers: Executor | None = None
+    ) -> dict[str, Segment]:
+        """Every file whole; ``workers`` (processes) may count some of them."""
+        rendered = {f.key: (f, self.renderer.file(f, f.text, False), False) for f in files}
+        return self._segments(rendered, workers)
+
+    def reduced_segments(self, files: list[SourceFile]) -> dict[str, Segment]:
+        keys = {f.key: f"{f.language}:{f.blob_id}" for f in files if f.language}
+        stored = self.cache.get_many(SIGNATURES_NAMESPACE, keys.values())
+        fresh: dict[str, str] = {}
+        rendered: dict[str, tuple[SourceFile, str, bool]] = {}
+        for file in files:
+            if file.key not in keys:
+                continue
+            cache_key = keys[file.key]
+            if cache_key not in stored:
+                spec = get_language(str(file.language))
+                fresh[cache_key] = spec.reduce(file.text.encode("utf-8", "surrogatepass"))
+            text = str(stored.get(cache_key, fresh.get(cache_key)))
+            rendered[file.key] = (file, self.renderer.file(file, text, True), True)
+        self.cache.put_many(SIGNATURES_NAMESPACE, fresh)
+        return self._segments(rendered)

@@ -1,0 +1,1 @@
+"""``repoctx serve --stdio``: JSON-RPC 2.0 for editors."""

@@ -1,0 +1,1 @@
+"""Stage 1: roots --scan--> Snapshot: listing, ignoring and classifying each root's files."""

@@ -1,0 +1,1 @@
+"""Exact token counts for the model in use: tokenizers derived from the GGUF."""

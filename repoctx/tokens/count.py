@@ -1,0 +1,361 @@
+"""Exact token counts for the model in use.
+
+Byte-level BPE vocabularies with a known pre-tokenizer are encoded by tiktoken, with ranks derived
+from the GGUF's own tokens and merges; others go through llama.cpp's tokenizer (~10x slower). Both
+return exactly what ``llama_tokenize(add_special=False, parse_special=False)`` returns.
+
+llama.cpp merges the adjacent pair whose merge rule comes first; tiktoken the adjacent pair whose
+concatenation ranks lowest. Ranking each token at the first rule that makes it, they agree unless
+tiktoken joins two tokens along a split that is not a rule. It cannot for a token that llama.cpp
+builds from its own bytes (inside a piece its span merges as it does alone); a token llama.cpp
+cannot build from its own bytes never comes out of llama.cpp's BPE and is left out of the ranks,
+except with ``ignore_merges`` (Llama 3: a piece that is a token is returned whole), where it stays
+and the vocabulary is accepted only if tiktoken cannot make it. Bytes missing from the vocabulary
+are dropped by llama.cpp: here they get placeholder ranks that are removed after encoding.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import re
+import threading
+import weakref
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from typing import Any
+
+import tiktoken
+
+from repoctx.errors import TokenizerError
+from repoctx.events import EventSink, ignore_events
+from repoctx.model.modelfile import ModelInfo, read_model_info
+from repoctx.tokens.bperanks import Ranks, cached_ranks, cached_ranks_later
+from repoctx.tokens.pretokenizers import PRE_TOKENIZERS, PreTokenizer, for_tiktoken
+
+_PARALLEL_CHARS = 256 * 1024
+
+
+class Tokenizer(ABC):
+    """Token ids as llama.cpp computes them for one model's vocabulary."""
+
+    name: str  # identity of the tokenization, for keying caches of counts
+    # count(a + b) == count(a) + count(b) when ``a`` ends with one "\n" after a non-blank
+    # character and ``b`` starts with a non-blank one (byte-level BPE; not SentencePiece)
+    additive: bool = False
+    # counts on several threads run at once (else they take turns and threads only cost)
+    threads_run_together: bool = True
+    # a worker process rebuilds it from the model file quickly (from the cached ranks)
+    rebuilt_in_workers: bool = False
+
+    @abstractmethod
+    def encode(self, text: str) -> list[int]:
+        """The token ids of ``text``: no BOS, special-token texts encoded as plain text."""
+
+    def count(self, text: str) -> int:
+        return len(self.encode(text))
+
+    @abstractmethod
+    def special_text(self, token_id: int) -> str | None:
+        """The text of a control token (``<|begin_of_text|>``), None for other tokens."""
+
+    @abstractmethod
+    def encode_markup(self, text: str) -> list[int]:
+        """Token ids of chat-template text, where special-token texts ("<|im_start|>") are the
+        special tokens. Only for text repoctx writes itself, never for the user's content."""
+
+    def count_many(self, texts: Sequence[str]) -> list[int]:
+        """``[count(t) for t in texts]``, spread over the CPU cores where threads run together
+        (llama.cpp's tokenizer releases the GIL; see ``count_batches`` for tiktoken)."""
+        workers = min(os.cpu_count() or 1, len(texts)) if self.threads_run_together else 1
+        if workers < 2 or sum(map(len, texts)) < _PARALLEL_CHARS:
+            return [self.count(text) for text in texts]
+        counts = [0] * len(texts)
+
+        def run(start: int) -> None:
+            for index in range(start, len(texts), workers):
+                counts[index] = self.count(texts[index])
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(run, range(workers)))
+        return counts
+
+
+def _valid(text: str) -> str:
+    """``text`` with lone surrogates replaced, as tiktoken does, so both tokenizers agree."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+class _Tables:
+    """What a TiktokenTokenizer encodes with, made from its ranks."""
+
+    def __init__(self, name: str, pre: PreTokenizer, ranks: Ranks) -> None:
+        mergeable = dict(zip(ranks.pieces, ranks.ranks, strict=True))
+        self.encoding = tiktoken.Encoding(
+            name, pat_str=for_tiktoken(pre.pattern), mergeable_ranks=mergeable, special_tokens={}
+        )
+        self.id_of_rank: dict[int, int] | None = None
+        pairs = zip(ranks.ranks, ranks.ids, strict=True)
+        if ranks.ranks != ranks.ids and any(r != t and t >= 0 for r, t in pairs):
+            self.id_of_rank = dict(zip(ranks.ranks, ranks.ids, strict=True))
+        dropped = [i for i, token in enumerate(ranks.ids[:256]) if token < 0]  # only bytes
+        self.dropped_ranks = frozenset(ranks.ranks[i] for i in dropped)
+        missing = bytes(ranks.pieces[i][0] for i in dropped)
+        self.dropped_chars = _chars_containing(missing)
+        self.dropped_ascii = "".join(chr(byte) for byte in missing if byte < 0x80)
+        self.control = dict(ranks.control)
+        self.control_re = (
+            re.compile("|".join(re.escape(t) for t in sorted(self.control, key=len, reverse=True)))
+            if self.control
+            else None
+        )
+        self.user_defined = sorted(ranks.user_defined, key=lambda item: -len(item[0]))
+        self.user_defined_re = (
+            re.compile("|".join(re.escape(text) for text, _ in self.user_defined))
+            if self.user_defined
+            else None
+        )
+
+    def may_drop(self, text: str) -> bool:
+        """Whether ``text`` may hold a byte the vocabulary lacks (its ranks are then removed)."""
+        if self.dropped_chars is None:
+            return False
+        if text.isascii():  # known without a scan; then only ASCII bytes can be missing
+            return any(char in text for char in self.dropped_ascii)
+        return self.dropped_chars.search(text) is not None
+
+
+class TiktokenTokenizer(Tokenizer):
+    """tiktoken over ranks derived from a byte-level BPE vocabulary. The ranks are read and the
+    encoder built on first use (tens of milliseconds): a run whose counts all come from the
+    cache never needs them."""
+
+    additive = True
+    # tiktoken releases the GIL, but with these patterns its threads take turns on the regex
+    # engine's match cache: two threads counted no faster than one, with more CPU time
+    threads_run_together = False
+    rebuilt_in_workers = True
+
+    def __init__(self, name: str, pre: PreTokenizer, ranks: Ranks | Callable[[], Ranks]) -> None:
+        self.name = name
+        self._pre = pre
+        self._ranks = ranks
+        self._built: _Tables | None = None
+        self._building = threading.Lock()
+
+    @property
+    def _tables(self) -> _Tables:
+        if self._built is None:
+            with self._building:
+                if self._built is None:
+                    ranks = self._ranks if isinstance(self._ranks, Ranks) else self._ranks()
+                    self._built = _Tables(self.name, self._pre, ranks)
+        return self._built
+
+    @property
+    def _encoding(self) -> tiktoken.Encoding:
+        return self._tables.encoding
+
+    def _fragments(self, text: str) -> list[str | int]:
+        """Split at user-defined tokens as llama.cpp does: longest token first, each in turn."""
+        fragments: list[str | int] = [text]
+        for special, token in self._tables.user_defined:
+            split: list[str | int] = []
+            for fragment in fragments:
+                if isinstance(fragment, int) or special not in fragment:
+                    split.append(fragment)
+                    continue
+                for index, piece in enumerate(fragment.split(special)):
+                    split.extend(([token] if index else []) + ([piece] if piece else []))
+            fragments = split
+        return fragments
+
+    def _ordinary(self, text: str) -> list[int]:
+        tables = self._tables
+        ranks = tables.encoding.encode_ordinary(text)
+        if tables.may_drop(text):
+            ranks = [rank for rank in ranks if rank not in tables.dropped_ranks]
+        if tables.id_of_rank is None:
+            return ranks
+        table = tables.id_of_rank
+        return [table[rank] for rank in ranks]
+
+    def encode(self, text: str) -> list[int]:  # tiktoken replaces lone surrogates as _valid does
+        user_defined = self._tables.user_defined_re
+        if user_defined is None or not user_defined.search(text):
+            return self._ordinary(text)
+        ids: list[int] = []
+        for fragment in self._fragments(text):
+            ids.extend([fragment] if isinstance(fragment, int) else self._ordinary(fragment))
+        return ids
+
+    def special_text(self, token_id: int) -> str | None:
+        return next((text for text, i in self._tables.control.items() if i == token_id), None)
+
+    def encode_markup(self, text: str) -> list[int]:
+        tables = self._tables
+        if tables.control_re is None:
+            return self.encode(text)
+        ids: list[int] = []
+        position = 0
+        for match in tables.control_re.finditer(text):
+            ids += [*self.encode(text[position : match.start()]), tables.control[match.group()]]
+            position = match.end()
+        return ids + self.encode(text[position:])
+
+    def count(self, text: str) -> int:
+        tables = self._tables
+        if tables.user_defined_re is not None and tables.user_defined_re.search(text):
+            return len(self.encode(text))
+        ranks = tables.encoding.encode_ordinary(text)
+        if not tables.may_drop(text):
+            return len(ranks)
+        return sum(rank not in tables.dropped_ranks for rank in ranks)
+
+
+def _chars_containing(missing: bytes) -> re.Pattern[str] | None:
+    """A pattern matching (at least) the characters whose UTF-8 form holds a ``missing`` byte."""
+    if any(0x80 <= byte < 0xC0 for byte in missing):
+        return re.compile(r"[^\x00-\x7f]|[" + re.escape(missing.decode("latin-1")) + "]")
+    ranges = []
+    for byte in missing:
+        if byte < 0x80:
+            ranges.append(re.escape(chr(byte)))
+        elif 0xC2 <= byte < 0xF5:  # a lead byte: its block of code points
+            width = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            shift = 6 * (width - 1)
+            low = (byte & (0x7F >> width)) << shift
+            ranges.append(f"{re.escape(chr(low))}-{re.escape(chr(low + (1 << shift) - 1))}")
+    return re.compile("[" + "".join(ranges) + "]") if ranges else None
+
+
+class LlamaCppTokenizer(Tokenizer):
+    """llama.cpp's own tokenizer, for vocabularies tiktoken cannot express (SentencePiece,
+    other pre-tokenizers). Loads only the vocabulary."""
+
+    def __init__(self, info: ModelInfo) -> None:
+        import llama_cpp  # first: on CUDA builds, numpy imported before it crashes the load
+
+        quiet_llama_cpp(llama_cpp)
+        params = llama_cpp.llama_model_default_params()
+        params.vocab_only, params.n_gpu_layers = True, 0
+        model = llama_cpp.llama_model_load_from_file(os.fsencode(info.path), params)
+        if not model:
+            raise TokenizerError(
+                f"{info.path}: llama.cpp cannot load this model's vocabulary; check that the "
+                "file is complete and that llama-cpp-python is recent enough for this model"
+            )
+        self._finalizer = weakref.finalize(self, llama_cpp.llama_model_free, model)
+        self._vocab = llama_cpp.llama_model_get_vocab(model)
+        self._tokenize = llama_cpp.llama_tokenize
+        self._token_type = llama_cpp.llama_token
+        identity = f"{info.vocab_fingerprint}\0{info.architecture}\0{info.name}"
+        self.name = "llama.cpp:" + hashlib.sha256(identity.encode()).hexdigest()[:32]
+
+    def encode(self, text: str) -> list[int]:
+        return self._llama_tokenize(text, special=False)
+
+    def encode_markup(self, text: str) -> list[int]:
+        return self._llama_tokenize(text, special=True)
+
+    def special_text(self, token_id: int) -> str | None:
+        import llama_cpp
+
+        if not 0 <= token_id < llama_cpp.llama_vocab_n_tokens(self._vocab):
+            return None
+        if not llama_cpp.llama_vocab_is_control(self._vocab, token_id):
+            return None
+        text = llama_cpp.llama_vocab_get_text(self._vocab, token_id)
+        return text.decode("utf-8", "replace") if text else None
+
+    def _llama_tokenize(self, text: str, special: bool) -> list[int]:
+        data = _valid(text).encode("utf-8")
+        capacity = len(data) + 16
+        for _ in range(2):
+            buffer = (self._token_type * capacity)()
+            count = self._tokenize(self._vocab, data, len(data), buffer, capacity, False, special)
+            if int(count) >= 0:
+                return list(buffer[: int(count)])
+            capacity = -count
+        raise TokenizerError("llama.cpp could not tokenize a text; please report this as a bug")
+
+
+_LOG_CALLBACK: list[Any] = []  # llama.cpp calls it for the life of the process
+
+
+def quiet_llama_cpp(llama_cpp: Any) -> None:
+    """Initialize llama.cpp once, sending its log lines nowhere: the core never prints."""
+    if not _LOG_CALLBACK:
+        _LOG_CALLBACK.append(llama_cpp.llama_log_callback(lambda level, text, data: None))
+        llama_cpp.llama_log_set(_LOG_CALLBACK[0], ctypes.c_void_p(0))
+        llama_cpp.llama_backend_init()
+
+
+def count_batches(
+    tokenizer: Tokenizer,
+    batches: Sequence[list[str]],
+    model_path: str | os.PathLike[str],
+    workers: Executor | None = None,
+) -> Iterator[list[int]]:
+    """The counts of each batch of texts, in order. With ``workers`` (worker processes, such
+    as the import parser's, idle once it is done) and a tokenizer they can rebuild, batches are
+    shared: the workers take them from the end, this thread from the start, and a batch that
+    no worker has started yet is counted here."""
+    shared: dict[int, Future[list[int]]] = {}
+    if workers is not None and tokenizer.rebuilt_in_workers and len(batches) > 1:
+        for index in reversed(range(1, len(batches))):
+            shared[index] = workers.submit(_count_in_worker, os.fspath(model_path), batches[index])
+    for index, batch in enumerate(batches):
+        future = shared.get(index)
+        if future is None or future.cancel():
+            yield tokenizer.count_many(batch)
+            continue
+        try:
+            yield future.result()
+        except Exception:  # a worker that could not count (or died) leaves the batch here
+            yield tokenizer.count_many(batch)
+
+
+def _count_in_worker(model_path: str, texts: list[str]) -> list[int]:
+    return load_tokenizer(model_path).count_many(texts)
+
+
+_TOKENIZERS: dict[str, Tokenizer] = {}
+_LOCK = threading.Lock()
+
+
+def load_tokenizer(
+    model_path: str | os.PathLike[str], on_event: EventSink = ignore_events
+) -> Tokenizer:
+    """The exact tokenizer of the GGUF at ``model_path``: tiktoken when its vocabulary allows,
+    llama.cpp otherwise. Memoized per vocabulary in-process."""
+    info = read_model_info(model_path)
+    if info.vocab_fingerprint is None or info.vocab_size == 0:
+        raise TokenizerError(f"{info.path}: the model file has no vocabulary; pass another --model")
+    key = f"{info.vocab_fingerprint}\0{info.architecture}\0{info.name}"
+    with _LOCK:
+        if key not in _TOKENIZERS:
+            _TOKENIZERS[key] = _make_tokenizer(info, on_event)
+        return _TOKENIZERS[key]
+
+
+def _make_tokenizer(info: ModelInfo, on_event: EventSink) -> Tokenizer:
+    if info.tokenizer_model == "gpt2" and (info.pre_tokenizer or "") in PRE_TOKENIZERS:
+        pre = PRE_TOKENIZERS[info.pre_tokenizer or ""]
+        name = f"bpe:{info.vocab_fingerprint}"
+        # llama.cpp strips spaces around the special tokens of Phi-3 models: not mirrored here
+        if re.search("phi-?3", (info.name or "").lower()) is not None:
+            ranks = cached_ranks(info, on_event)
+            if isinstance(ranks, Ranks) and not ranks.user_defined:
+                return TiktokenTokenizer(name, pre, ranks)
+        else:
+            later = cached_ranks_later(info, on_event)
+            if not isinstance(later, str):
+                return TiktokenTokenizer(name, pre, later)
+    return LlamaCppTokenizer(info)
