@@ -19,8 +19,16 @@ REPO_CONFIG = ".repoctx.toml"
 FORMATS = ("xml", "markdown", "json")
 
 
+__all__ = ["DEFAULT_REPEAT_PENALTY", "FORMATS", "Settings", "load_settings", "user_config_path"]
+
+
 @dataclass(frozen=True)
 class Settings:
+    """Everything a command runs with, from ``load_settings``: the model and how to run it
+    (``model``, ``kv_type``, ``flash_attn``), the pack (``budget``, ``reserve``, ``include``,
+    ``exclude``, ``format``, the file rules) and the answer (``max_tokens``, ``temperature``,
+    ``repeat_penalty``). Frozen: change it with ``dataclasses.replace``."""
+
     model: str | None = None
     budget: int | None = None
     reserve: int | None = None

@@ -24,6 +24,12 @@ from repoctx.tokens.count import load_tokenizer
 EngineFactory = Callable[[ModelInfo, int, EventSink], Engine]
 
 
+__all__ = [
+    "EngineFactory", "LlamaEngineFactory", "Session", "engine_factory_from_env", "open_session",
+    "scripted_engine_factory",
+]  # fmt: skip
+
+
 class LlamaEngineFactory:
     """Opens the llama.cpp engine with the user's KV type and flash attention choices."""
 
@@ -44,6 +50,11 @@ llama_engine = LlamaEngineFactory()
 
 
 class Session:
+    """The one place that composes the stages for a set of repositories: ``pack`` (scan,
+    dependency order, exact fit), then ``ask`` or ``warm`` through the engine its factory
+    opens, in the current conversation (``new_conversation``, ``resume``). Every step reports
+    to an event sink; nothing here prints. ``close`` finishes the engine's saves."""
+
     def __init__(
         self,
         roots: Sequence[Path],

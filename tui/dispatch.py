@@ -5,20 +5,40 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
+
+from textual.message import Message
+from textual.notifications import SeverityLevel
 
 from repoctx.errors import UsageError
 from repoctx.paths import user_path
+from repoctx.session import Session
 from tui.commands import parse
-from tui.controller import add_root, drop, exclude, include_again, switch_model
+from tui.controller import SessionController, add_root, drop, exclude, include_again, switch_model
 from tui.transcript import transcript
 
-if TYPE_CHECKING:
-    from tui.app import RepoctxApp
+
+class ChatApp(Protocol):
+    """What the commands need of the app (``tui.app.RepoctxApp``), which imports this module."""
+
+    session: Session
+    jobs: SessionController
+
+    def notify(self, message: str, *, severity: SeverityLevel = "information") -> None: ...
+    def change(self, change: Callable[[Session], None], doing: str, done: str) -> None: ...
+    def run_job(self, name: str, job: Callable[[], Message]) -> object: ...
+    def exit(self) -> None: ...
+    def action_rescan(self) -> None: ...
+    def action_new_conversation(self) -> None: ...
+    def action_history(self) -> None: ...
+    def action_toggle_watch(self) -> None: ...
+    def action_copy_code(self) -> None: ...
+    def action_toggle_context(self) -> None: ...
+    def action_help(self) -> None: ...
 
 
 class CommandRunner:
-    def __init__(self, app: RepoctxApp) -> None:
+    def __init__(self, app: ChatApp) -> None:
         self.app = app
         self.handlers: dict[str, Callable[[str], None]] = {
             "add": self.add,

@@ -48,7 +48,15 @@ from repoctx.model.prompt import Prompt
 SAVE_AFTER_TOKENS = 1024  # states with fewer new tokens are cheaper to evaluate again than to keep
 
 
+__all__ = ["SAVE_AFTER_TOKENS", "LlamaEngine"]
+
+
 class LlamaEngine:
+    """llama.cpp with the KV state in three tiers (see the module docstring). ``open`` plans
+    against free memory and loads the model; ``answer`` and ``prefill`` evaluate a prompt from
+    the longest prefix any tier holds; ``housekeep`` and ``flush`` move states to host memory
+    and disk after the answer; ``fit`` grows the context; ``close`` finishes the saves."""
+
     def __init__(
         self,
         model: ModelInfo,

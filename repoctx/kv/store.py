@@ -68,6 +68,12 @@ class KVStats:
 
 
 class KVStore:
+    """KV state files keyed by content: a ``StateKey`` (model fingerprint, KV type, flash
+    attention, llama.cpp version) and the token ids. ``find`` gives the entry with the longest
+    common prefix; ``save`` writes atomically under a lock and evicts least recently used
+    entries past ``cap_bytes``; ``load`` verifies the checksum as the bytes are read. A corrupt,
+    truncated or foreign entry is reported once and never loaded."""
+
     def __init__(
         self,
         root: Path | None = None,
