@@ -18,7 +18,8 @@ FIGURES = (
     "prefill_tok_s", "state_gb", "save_gb_s", "file_save_gb_s", "save_ratio", "restore_gb_s",
     "file_restore_gb_s", "restore_ratio", "cold_restore_gb_s", "cold_ratio", "host_ttft_s",
     "restored_ttft_s", "edited_ttft_s", "resident_ttft_s", "resident_first_ttft_s",
-    "disk_write_gb_s", "disk_read_gb_s", "capture_alloc_s", "restore_alloc_s",
+    "disk_write_gb_s", "disk_read_gb_s", "disk_read_buffered_gb_s", "capture_reserved_s",
+    "restore_reserved_s",
 )  # fmt: skip
 
 
@@ -34,6 +35,7 @@ def test_the_engine_benchmark_runs_every_case_and_prints_every_figure(tmp_path: 
     assert report["tokens"] == 3000
     missing = [name for name in FIGURES if not report.get(name, 0) > 0]
     assert not missing, f"figures missing or not positive: {missing}"
+    assert report["capture_alloc_s"] >= 0 and report["restore_alloc_s"] >= 0
     assert report["edited_evaluated"] == 2000, "an edit evaluates only what follows it"
     assert report["resident_evaluated"] <= 48 + 1, "the follow-up came from the live context"
     assert report["resident_first_restored"] == 2999, "the resident engine restored the state"

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from repo_helpers import LLAMA3_VOCAB, Events
 
+from repoctx.engine import hostmem
 from repoctx.engine.base import GenerationOptions
 from repoctx.engine.llama import SAVE_AFTER_TOKENS, LlamaEngine
 from repoctx.engine.native import NativeModel
@@ -158,6 +159,38 @@ def test_a_restored_state_stays_in_host_memory(model: ModelInfo, tmp_path: Path)
         ask(engine, OTHER_REPO)  # takes the only slot
         _, outcome = ask(engine, ONE)
         assert outcome.source == "host", "read from disk once, then kept in memory"
+    finally:
+        engine.close()
+
+
+def test_host_buffers_are_allocated_ahead_of_captures_and_restores(
+    model: ModelInfo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Page-locking gigabytes takes about a second per 10 GB: the buffer a long prompt's state
+    is copied to is allocated while the prompt is evaluated, and the buffer of the latest saved
+    state while the model loads, so neither the copy nor the restore allocates in its path."""
+    made: list[str] = []
+    real = hostmem.allocate
+
+    def counted(size: int, buffer_type: int | None) -> hostmem.HostBuffer:
+        made.append(threading.current_thread().name)
+        return real(size, buffer_type)
+
+    monkeypatch.setattr(hostmem, "allocate", counted)
+    root = tmp_path / "kv"
+    engine = open_engine(model, root, Events())
+    try:
+        ask(engine, ONE)  # evaluated, then copied to host memory and saved
+    finally:
+        engine.close()
+    assert made == ["repoctx-host-reserve"], "the copy found its buffer ready"
+    made.clear()
+    engine = open_engine(model, root, Events())
+    try:
+        assert engine.pool.reserved_s > 0 and made == ["repoctx-host-reserve"]
+        _, outcome = ask(engine, ONE)
+        assert outcome.source == "disk"
+        assert made == ["repoctx-host-reserve"], "the restore found its buffer ready"
     finally:
         engine.close()
 

@@ -8,10 +8,12 @@ import llama_cpp  # isort: skip  # before numpy, as the engine does
 
 import errno
 import os
+import threading
 from pathlib import Path
 
 import pytest
 
+from repoctx.engine import hostmem
 from repoctx.engine.hostmem import HostPool, allocate, pinned_buffer_type
 from repoctx.kv import io as kvio
 
@@ -42,8 +44,9 @@ def test_what_is_written_reads_back_with_the_same_digest(tmp_path: Path, size: i
 
 @pytest.mark.parametrize("cached", [True, False], ids=["page-cache", "disk"])
 def test_aligned_memory_moves_directly_and_reads_back(tmp_path: Path, cached: bool) -> None:
-    """Host buffers are page-aligned: their bulk goes through O_DIRECT (where the file system
-    has it), the tail through the page cache; either way the bytes and digests agree."""
+    """Host buffers are page-aligned: their bulk is written through O_DIRECT (where the file
+    system has it), the tail through the page cache; reads go through the page cache, in runs
+    of chunks, whether the file is there or not. The bytes and digests agree."""
     size = 3 * CHUNK + 1234
     source, target = allocate(size, None), allocate(size, None)
     try:
@@ -100,6 +103,35 @@ def test_a_failing_chunk_stops_the_write(tmp_path: Path) -> None:
     assert len(moved) < 40, "the chunks not started were dropped"
 
 
+def test_a_failing_chunk_stops_the_read(tmp_path: Path) -> None:
+    """A cancelled restore (the progress callback raises) stops every reader after the chunk
+    it is moving, and the error comes out."""
+    path = tmp_path / "state"
+    path.write_bytes(data(40 * CHUNK))
+    moved: list[int] = []
+
+    def cancelled(count: int) -> None:
+        moved.append(count)
+        raise KeyboardInterrupt
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            kvio.read_state(fd, memoryview(bytearray(40 * CHUNK)), CHUNK, on_chunk=cancelled)
+    finally:
+        os.close(fd)
+    assert len(moved) <= kvio.io_threads(kvio.MAX_READERS), "one chunk per reader at most"
+
+
+@pytest.mark.parametrize("chunks", [1, 2, 3, 17, 40])
+def test_reads_are_cut_in_contiguous_runs_one_per_thread(chunks: int) -> None:
+    starts = [index * CHUNK for index in range(chunks)]
+    runs = kvio._runs(starts, 16)
+    assert [start for run in runs for start in run] == starts, "every chunk once, in order"
+    assert len(runs) == min(16, chunks) and all(runs)
+    assert max(map(len, runs)) - min(map(len, runs)) <= 1
+
+
 def test_without_a_gpu_backend_there_is_no_page_locked_buffer_type() -> None:
     if llama_cpp.llama_supports_gpu_offload():
         pytest.skip("a GPU build: its host buffers are page-locked")
@@ -130,5 +162,32 @@ def test_the_pool_hands_freed_buffers_out_again_within_its_cap() -> None:
     big = pool.take(6 << 20)  # kept buffers are freed to make room under the cap
     assert pool.held_bytes <= 8 << 20 + big.size
     pool.give_back(big)
+    pool.close()
+    assert pool.held_bytes == 0
+
+
+def test_a_reserved_buffer_is_allocated_in_the_background_and_taken(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``reserve`` page-locks ahead of time in a thread of its own; the ``take`` that comes
+    next waits for it, if it must, and allocates nothing itself."""
+    made: list[str] = []
+    real = hostmem.allocate
+
+    def counted(size: int, buffer_type: int | None) -> hostmem.HostBuffer:
+        made.append(threading.current_thread().name)
+        return real(size, buffer_type)
+
+    monkeypatch.setattr(hostmem, "allocate", counted)
+    pool = HostPool(cap_bytes=16 << 20, buffer_type=None)
+    pool.reserve(5 << 20)
+    pool.reserve(5 << 20)  # one reservation at a time
+    buffer = pool.take(5 << 20)
+    assert made == ["repoctx-host-reserve"], "allocated once, in the background"
+    assert pool.reserved_s > 0
+    pool.give_back(buffer)
+    pool.reserve(5 << 20)  # a kept buffer serves: nothing to reserve
+    pool.reserve(64 << 20)  # over the cap: nothing either
+    assert made == ["repoctx-host-reserve"]
     pool.close()
     assert pool.held_bytes == 0

@@ -128,7 +128,11 @@ def _figures(
         "cold_ttft_s": cold["ttft_s"], "edited_ttft_s": edit["ttft_s"],
         "edited_evaluated": edit["evaluated"], **limits,
         "capture_alloc_s": fresh["capture_alloc_s"], "restore_alloc_s": disk["restore_alloc_s"],
+        "capture_reserved_s": fresh["capture_reserved_s"], "restore_reserved_s": disk["reserved_s"],
     }  # fmt: skip
+    figures["disk_read_best_gb_s"] = max(
+        limits.get("disk_read_gb_s", 0.0), limits.get("disk_read_buffered_gb_s", 0.0)
+    )
     figures["save_ratio"] = figures["save_gb_s"] / figures["file_save_gb_s"]
     figures["restore_ratio"] = figures["restore_gb_s"] / figures["file_restore_gb_s"]
     figures["cold_ratio"] = figures["cold_restore_gb_s"] / figures["cold_file_restore_gb_s"]
@@ -158,12 +162,14 @@ _IO_COLUMNS = [
     ("state_gb", "state GB"), ("capture_gb_s", "to host GB/s"),
     ("pinned_d2h_gb_s", "pinned D2H GB/s"), ("host_restore_gb_s", "from host GB/s"),
     ("pinned_h2d_gb_s", "pinned H2D GB/s"), ("capture_alloc_s", "host alloc s"),
-    ("restore_alloc_s", "restore alloc s"), ("save_gb_s", "save GB/s"),
+    ("capture_reserved_s", "reserved in prefill s"), ("restore_alloc_s", "restore alloc s"),
+    ("restore_reserved_s", "reserved in load s"), ("save_gb_s", "save GB/s"),
     ("file_save_gb_s", "llama.cpp save GB/s"), ("save_ratio", "ratio"),
     ("disk_write_gb_s", "disk write GB/s"), ("restore_gb_s", "restore GB/s"),
     ("file_restore_gb_s", "llama.cpp restore GB/s"), ("restore_ratio", "ratio"),
     ("cold_restore_gb_s", "cold restore GB/s"), ("cold_file_restore_gb_s", "llama.cpp cold"),
     ("cold_ratio", "ratio"), ("disk_read_gb_s", "disk read GB/s"),
+    ("disk_read_buffered_gb_s", "disk read buffered GB/s"),
 ]  # fmt: skip
 _TTFT_COLUMNS = [
     ("tokens", "tokens"), ("fresh_ttft_s", "fresh"), ("follow_up_ttft_s", "follow-up, live"),
@@ -226,9 +232,10 @@ def goal_lines(cases: list[CaseReport]) -> list[str]:
             lines.append(f"{case.tokens:,} tokens: save {f['save_gb_s']:.2f} GB/s = {share:.2f}x "
                          f"the disk's write speed (goal >= 1.0): "
                          f"{'met' if share >= 1.0 else 'missed'}")  # fmt: skip
-            share = f["cold_restore_gb_s"] / f["disk_read_gb_s"]
+            share = f["cold_restore_gb_s"] / f["disk_read_best_gb_s"]
             lines.append(f"{case.tokens:,} tokens: cold restore {f['cold_restore_gb_s']:.2f} GB/s "
-                         f"= {share:.2f}x the disk's read speed (goal >= {GOAL_COLD_SHARE}): "
+                         f"= {share:.2f}x the disk's read speed, the better of O_DIRECT and "
+                         f"buffered (goal >= {GOAL_COLD_SHARE}): "
                          f"{'met' if share >= GOAL_COLD_SHARE else 'missed'}")  # fmt: skip
     return lines
 

@@ -2,7 +2,9 @@
 allocator (page-locked, CUDA's cudaMallocHost): copies between them and the device run at the
 bus's speed, where ordinary memory is staged through a bounce buffer at a fraction of it. Without
 one, they are anonymous memory maps. Page-locking is slow (about a second per 10 GB), so the
-resident engine keeps freed buffers in a pool and hands them out again.
+engine keeps freed buffers in a pool and hands them out again, and asks for the next one it will
+need ahead of time (``reserve``): while the model loads, or while a long prompt is evaluated, the
+page-locking runs in a thread of its own instead of in front of a restore or a save.
 """
 
 from __future__ import annotations
@@ -96,15 +98,17 @@ def allocate(size: int, buffer_type: int | None) -> HostBuffer:
 
 class HostPool:
     """Buffers handed out and taken back; freed buffers are kept for reuse up to ``cap_bytes``
-    of memory in all (lent and kept), so page-locking is paid once per size."""
+    of memory in all (lent, kept and being reserved), so page-locking is paid once per size."""
 
     def __init__(self, cap_bytes: int, buffer_type: int | None) -> None:
         self.cap_bytes = cap_bytes
         self.buffer_type = buffer_type
         self._kept: list[HostBuffer] = []
         self._lent = 0
+        self._reserving: tuple[threading.Thread, int] | None = None
         self._lock = threading.Lock()
-        self.allocated_s = 0.0  # spent allocating new buffers (page-locking is the slow part)
+        self.allocated_s = 0.0  # ``take`` spent allocating, or waiting for a reservation
+        self.reserved_s = 0.0  # spent allocating in the background
 
     @property
     def held_bytes(self) -> int:
@@ -112,15 +116,56 @@ class HostPool:
             return self._held()
 
     def _held(self) -> int:
-        return self._lent + sum(buffer.size for buffer in self._kept)
+        reserving = self._reserving[1] if self._reserving else 0
+        return self._lent + reserving + sum(buffer.size for buffer in self._kept)
+
+    def _kept_for(self, size: int) -> HostBuffer | None:
+        """The smallest kept buffer that holds ``size`` bytes and is not twice too big."""
+        fitting = [buffer for buffer in self._kept if buffer.size >= size]
+        chosen = min(fitting, key=lambda buffer: buffer.size, default=None)
+        return chosen if chosen is not None and chosen.size <= 2 * size + _ALIGN else None
+
+    def reserve(self, size: int) -> None:
+        """Start allocating a buffer of ``size`` bytes in a thread, kept for a ``take`` to
+        come. Nothing happens when a kept buffer would serve, a reservation is under way or
+        the buffer would not fit under the cap beside what is held."""
+        with self._lock:
+            busy = self._reserving is not None or self._kept_for(size) is not None
+            if busy or size <= 0 or self._held() + size > self.cap_bytes:
+                return
+            thread = threading.Thread(
+                target=self._allocate_kept, args=(size,), name="repoctx-host-reserve", daemon=True
+            )
+            self._reserving = (thread, size)
+        thread.start()
+
+    def _allocate_kept(self, size: int) -> None:
+        began = time.perf_counter()
+        try:
+            buffer: HostBuffer | None = allocate(size, self.buffer_type)
+        except MemoryError:
+            buffer = None  # the take that needs it will say so
+        with self._lock:
+            self._reserving = None
+            self.reserved_s += time.perf_counter() - began
+            if buffer is not None:
+                self._kept.append(buffer)
+
+    def _await_reservation(self) -> None:
+        with self._lock:
+            reserving = self._reserving
+        if reserving is not None:
+            began = time.perf_counter()
+            reserving[0].join()
+            self.allocated_s += time.perf_counter() - began
 
     def take(self, size: int) -> HostBuffer:
-        """The smallest kept buffer that holds ``size`` bytes, else a new one (freeing kept
-        ones first to stay under the cap)."""
+        """The smallest kept buffer that holds ``size`` bytes (waiting for a reservation under
+        way first), else a new one (freeing kept ones first to stay under the cap)."""
+        self._await_reservation()
         with self._lock:
-            fitting = [buffer for buffer in self._kept if buffer.size >= size]
-            if fitting and min(b.size for b in fitting) <= 2 * size + _ALIGN:
-                chosen = min(fitting, key=lambda buffer: buffer.size)
+            chosen = self._kept_for(size)
+            if chosen is not None:
                 self._kept.remove(chosen)
                 self._lent += chosen.size
                 return chosen
@@ -142,6 +187,7 @@ class HostPool:
         buffer.free()
 
     def close(self) -> None:
+        self._await_reservation()
         with self._lock:
             kept, self._kept = self._kept, []
         for buffer in kept:

@@ -23,9 +23,9 @@ import llama_cpp  # before anything imports numpy: on CUDA builds that order cra
 from repoctx.engine.base import GenerationOptions
 from repoctx.engine.hostcache import HostCache, HostState
 from repoctx.engine.hostmem import HostPool, pinned_buffer_type
-from repoctx.engine.image import BadImage, StateImage
+from repoctx.engine.image import BadImage, StateImage, capture_bytes, restore_bytes, state_bytes
 from repoctx.engine.native import ContextShape, NativeContext, NativeModel, NoRoom, Sampler
-from repoctx.engine.plan import Plan, detect_memory, make_plan
+from repoctx.engine.plan import KV_BYTES, Plan, detect_memory, make_plan
 from repoctx.engine.repetition import LoopGuard
 from repoctx.engine.saver import Saver
 from repoctx.engine.slots import Slot, Slots
@@ -64,13 +64,13 @@ class LlamaEngine:
         native: NativeModel,
         store: KVStore | None,
         choices: tuple[str | None, bool | None] = (None, None),
+        pool: HostPool | None = None,
     ) -> None:
         self.model = model
         self._choices = choices  # the user's KV type and flash attention, for a new plan
         self.native = native
         self.store = store
-        gpu = plan.device != "CPU"
-        self.pool = HostPool(plan.host_bytes, pinned_buffer_type() if gpu else None)
+        self.pool = pool or _host_pool(plan)
         self.host = HostCache(self.pool)
         self.saver = Saver(store, self.host) if store is not None else None
         self._pending: list[Slot] = []
@@ -79,10 +79,7 @@ class LlamaEngine:
 
     def _start(self, plan: Plan) -> None:
         self.plan = plan
-        self.key = StateKey(
-            self.model.fingerprint, plan.kv_type, plan.flash_attn,
-            f"llama-cpp-python {llama_cpp.__version__}",
-        )  # fmt: skip
+        self.key = state_key(self.model, plan)
         shape = ContextShape(
             plan.n_ctx, plan.n_batch, plan.n_ubatch, plan.slots, plan.kv_type, plan.flash_attn,
             os.cpu_count() or 1,
@@ -121,15 +118,22 @@ class LlamaEngine:
                 reported[0] = fraction
                 on_event(Progress("load", int(fraction * size), size, "bytes"))
 
+        if persist and store is None:
+            store = KVStore(on_event=on_event)
+        pool = _host_pool(plan)
+        if persist and store is not None:  # page-locked while the model loads
+            pool.reserve(_latest_state_bytes(store, state_key(model, plan)))
         try:
             native = NativeModel(model.path, plan.gpu_layers, loading)
         except OSError as error:
+            pool.close()
             raise ModelError(_no_context(model, plan, error)) from error
-        if persist and store is None:
-            store = KVStore(on_event=on_event)
         try:
-            engine = cls(model, plan, native, store if persist else None, (kv_type, flash_attn))
+            engine = cls(
+                model, plan, native, store if persist else None, (kv_type, flash_attn), pool
+            )
         except BaseException:
+            pool.close()
             native.close()
             raise
         on_event(engine.ready)
@@ -165,7 +169,7 @@ class LlamaEngine:
         cancel: threading.Event,
     ) -> AnswerDone:
         started = time.perf_counter()
-        slot, outcome = self._evaluate(prompt, on_event, cancel)
+        slot, outcome = self._evaluate(prompt, on_event, cancel, options.max_tokens)
         if outcome is None:
             return AnswerDone("", "cancelled", len(prompt), 0, 0.0, time.perf_counter() - started)
         done = self._generate(slot, len(prompt), options, on_event, cancel, started)
@@ -184,10 +188,11 @@ class LlamaEngine:
         return outcome
 
     def _evaluate(
-        self, prompt: Prompt, on_event: EventSink, cancel: threading.Event
+        self, prompt: Prompt, on_event: EventSink, cancel: threading.Event, room: int = 0
     ) -> tuple[Slot, CacheOutcome | None]:
         """Place the prompt in a slot, then evaluate what it lacks; no outcome when cancelled
-        (the slot keeps what was evaluated, to be saved as a checkpoint)."""
+        (the slot keeps what was evaluated, to be saved as a checkpoint). ``room``: the tokens
+        an answer may add."""
         ids = prompt.ids
         if len(ids) + 1 >= self.plan.n_ctx:
             raise ModelError(
@@ -199,6 +204,8 @@ class LlamaEngine:
             self.store.on_event = on_event  # what the store finds concerns this request
         slot, kept, source, seconds = self._place(ids, on_event)
         slot.repositories = prompt.repositories or slot.repositories
+        if len(ids) - kept >= SAVE_AFTER_TOKENS and len(ids) >= room:
+            self._reserve_capture(len(ids) + room)
         evaluated = self._prefill(slot, ids, kept, on_event, cancel)
         if evaluated < len(ids) - kept:
             return slot, None
@@ -424,6 +431,12 @@ class LlamaEngine:
         if worth and slot not in self._pending:
             self._pending.append(slot)
 
+    def _reserve_capture(self, tokens: int) -> None:
+        """Page-lock, while the prompt is evaluated, the buffer its state will be copied to."""
+        if self.model.shape is not None:
+            size = state_bytes(self.model.shape, KV_BYTES[self.plan.kv_type], tokens)
+            self.pool.reserve(capture_bytes(size))
+
     def _snapshot(self, slot: Slot) -> None:
         """Copy ``slot``'s state into the host tier and, with a store, queue it for the disk."""
         try:
@@ -494,6 +507,22 @@ class _Moved:
         with self._lock:
             self.done += count
             self.on_event(Progress(self.stage, self.done, self.total, "bytes"))
+
+
+def state_key(model: ModelInfo, plan: Plan) -> StateKey:
+    """What a saved state must match besides its tokens to be loaded under ``plan``."""
+    version = f"llama-cpp-python {llama_cpp.__version__}"
+    return StateKey(model.fingerprint, plan.kv_type, plan.flash_attn, version)
+
+
+def _host_pool(plan: Plan) -> HostPool:
+    return HostPool(plan.host_bytes, pinned_buffer_type() if plan.device != "CPU" else None)
+
+
+def _latest_state_bytes(store: KVStore, key: StateKey) -> int:
+    """The buffer the most recently used state under ``key`` is read into; 0 if none."""
+    latest = next((entry for entry in store.entries() if entry.key == key), None)
+    return restore_bytes(latest.size) if latest is not None else 0
 
 
 def _gpu_offload() -> bool:

@@ -1,12 +1,16 @@
 """Moving a KV state between memory and a file at the disk's speed: the state is cut in chunks
-that several threads write (or read) at once, each hashing its chunk as it goes, so the
-checksum costs no extra pass over the data and is ready when the last byte has moved.
+that several threads write (or read) at once, each hashing its chunk as it goes (a read, piece
+by piece while the piece is still in the processor's cache), so the checksum is ready when the
+last byte has moved.
 
-The disk is driven directly (O_DIRECT) for the block-aligned bulk of a state held in aligned
+Writes drive the disk directly (O_DIRECT) for the block-aligned bulk of a state held in aligned
 memory: on this project's machines buffered writes and an fsync ran at a third of the disk's
-speed (a disk that O_DIRECT writes at 1.1-3 GB/s took them at 0.4-1.0). A read goes through the
-page cache when the file is there (memory speed), directly otherwise. The unaligned tail, and
+speed (a disk that O_DIRECT writes at 1.1-3 GB/s took them at 0.4-1.0). The unaligned tail, and
 file systems without O_DIRECT, use ordinary I/O, with the write-back started chunk by chunk.
+Reads go through the page cache: each thread reads a contiguous run of chunks in order through a
+descriptor of its own, so the kernel's read-ahead sees one sequential stream per thread (on the
+lent GPU machine a buffered read of a file not in the page cache beat O_DIRECT reads), and the
+file stays cached for the next restore.
 
 The digest of a state is ``xxh3c-<chunk size>:<hex>``: the XXH3-128 of the XXH3-64 digests of
 its chunks in order. It depends only on the bytes and the chunk size, never on the threads.
@@ -18,20 +22,23 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import xxhash
 
 CHUNK_BYTES = 64 << 20
-MAX_THREADS = 8
+PIECE_BYTES = 4 << 20  # moved, then hashed while still in the cache
+MAX_THREADS = 8  # writers
+MAX_READERS = 16  # from the page cache, a copy per thread runs at a fraction of memory's speed
 BLOCK = 4096  # alignment of O_DIRECT transfers: address, offset and length
 _PREFIX = "xxh3c-"
 Moved = Callable[[int], None]  # called with each chunk's size once it has moved; may raise
 
 
-def io_threads() -> int:
-    return max(2, min(MAX_THREADS, os.cpu_count() or 1))
+def io_threads(most: int = MAX_THREADS) -> int:
+    return max(2, min(most, os.cpu_count() or 1))
 
 
 def combine(chunk_digests: list[bytes], chunk: int) -> str:
@@ -51,7 +58,7 @@ def write_state(
     """Write ``view`` at the start of ``fd`` (a regular file open for writing) with parallel
     positioned writes; returns its digest. Raises OSError (ENOSPC included), or what
     ``on_chunk`` raised, once the writes under way have ended. ``fsync`` is the caller's."""
-    with _direct(fd, view, os.O_WRONLY, wanted=True) as direct:
+    with _direct(fd, view, os.O_WRONLY) as direct:
         bulk = _bulk(len(view), direct)
 
         def move(start: int, end: int) -> bytes:
@@ -62,7 +69,7 @@ def write_state(
                 _start_write_back(fd, max(start, bulk), end - max(start, bulk))
             if on_chunk is not None:
                 on_chunk(end - start)
-            return xxhash.xxh3_64_digest(view[start:end])
+            return xxhash.xxh3_64_digest(view[start:end])  # the disk is the slower part
 
         return _parallel(len(view), chunk, move)
 
@@ -71,24 +78,83 @@ def read_state(
     fd: int, view: memoryview, chunk: int = CHUNK_BYTES, on_chunk: Moved | None = None
 ) -> str:
     """Fill ``view`` from the start of ``fd`` with parallel positioned reads; returns the
-    digest of what was read. Raises OSError when the file is shorter than ``view``."""
-    cached = _in_page_cache(fd)
-    if cached and hasattr(os, "posix_fadvise"):
-        with contextlib.suppress(OSError):
-            os.posix_fadvise(fd, 0, len(view), os.POSIX_FADV_SEQUENTIAL)
-    with _direct(fd, view, os.O_RDONLY, wanted=not cached) as direct:
-        bulk = _bulk(len(view), direct)
+    digest of what was read. Raises OSError when the file is shorter than ``view``, or what
+    ``on_chunk`` raised, once the reads under way have ended."""
+    starts = list(_starts(len(view), chunk))
+    runs = _runs(starts, io_threads(MAX_READERS))
+    stop = threading.Event()
 
-        def move(start: int, end: int) -> bytes:
-            if direct is not None and start < bulk:
-                _read_range(direct, view, start, min(end, bulk))
-            if end > bulk:
-                _read_range(fd, view, max(start, bulk), end)
-            if on_chunk is not None:
-                on_chunk(end - start)
-            return xxhash.xxh3_64_digest(view[start:end])
+    def read_run(run: list[int]) -> list[bytes]:
+        digests = []
+        with _own_descriptor(fd) as own:
+            if run and hasattr(os, "posix_fadvise"):
+                with contextlib.suppress(OSError):
+                    end = min(len(view), run[-1] + chunk)
+                    os.posix_fadvise(own, run[0], end - run[0], os.POSIX_FADV_SEQUENTIAL)
+            try:
+                for start in run:
+                    if stop.is_set():
+                        break
+                    end = min(len(view), start + chunk)
+                    digests.append(_read_chunk(own, view, start, end))
+                    if on_chunk is not None:
+                        on_chunk(end - start)
+            except BaseException:
+                stop.set()  # the other threads stop after their chunk under way
+                raise
+        return digests
 
-        return _parallel(len(view), chunk, move)
+    if len(runs) <= 1:
+        return combine(read_run(starts), chunk)
+    with ThreadPoolExecutor(max_workers=len(runs)) as pool:
+        futures = [pool.submit(read_run, run) for run in runs]
+        try:
+            return combine([d for future in futures for d in future.result()], chunk)
+        except BaseException:
+            stop.set()
+            raise
+
+
+def _read_chunk(fd: int, view: memoryview, start: int, end: int) -> bytes:
+    hasher = xxhash.xxh3_64()
+    for at, until in _pieces(start, end):
+        _read_range(fd, view, at, until)
+        hasher.update(view[at:until])
+    return hasher.digest()
+
+
+def _runs(starts: list[int], threads: int) -> list[list[int]]:
+    """``starts`` cut in at most ``threads`` contiguous runs of nearly equal length."""
+    count = min(threads, len(starts))
+    if count <= 1:
+        return [starts]
+    size, extra = divmod(len(starts), count)
+    runs, at = [], 0
+    for index in range(count):
+        length = size + (1 if index < extra else 0)
+        runs.append(starts[at : at + length])
+        at += length
+    return runs
+
+
+def _pieces(start: int, end: int) -> Iterator[tuple[int, int]]:
+    for at in range(start, end, PIECE_BYTES):
+        yield at, min(end, at + PIECE_BYTES)
+
+
+@contextlib.contextmanager
+def _own_descriptor(fd: int) -> Iterator[int]:
+    """A descriptor of ``fd``'s file with a file position and read-ahead state of its own
+    (``fd`` itself where /proc is missing)."""
+    try:
+        own = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        yield fd
+        return
+    try:
+        yield own
+    finally:
+        os.close(own)
 
 
 def file_digest(fd: int, size: int, chunk: int = CHUNK_BYTES) -> str:
@@ -119,13 +185,13 @@ def _parallel(size: int, chunk: int, move: Callable[[int, int], bytes]) -> str:
 
 
 @contextlib.contextmanager
-def _direct(fd: int, view: memoryview, mode: int, wanted: bool) -> Iterator[int | None]:
-    """A second descriptor of ``fd``'s file with O_DIRECT, when ``wanted``, the memory of
-    ``view`` is aligned for it and the file system has it; else None."""
+def _direct(fd: int, view: memoryview, mode: int) -> Iterator[int | None]:
+    """A second descriptor of ``fd``'s file with O_DIRECT, when the memory of ``view`` is
+    aligned for it and the file system has it; else None."""
     direct: int | None = None
     flag = getattr(os, "O_DIRECT", 0)
     address = _address(view)
-    if wanted and flag and address is not None and address % BLOCK == 0 and len(view) >= BLOCK:
+    if flag and address is not None and address % BLOCK == 0 and len(view) >= BLOCK:
         with contextlib.suppress(OSError):
             direct = os.open(f"/proc/self/fd/{fd}", mode | flag | os.O_CLOEXEC)
     try:
@@ -150,21 +216,6 @@ def _address(view: memoryview) -> int | None:
 def _bulk(size: int, direct: int | None) -> int:
     """How many leading bytes move through the O_DIRECT descriptor."""
     return size // BLOCK * BLOCK if direct is not None else 0
-
-
-def _in_page_cache(fd: int) -> bool:
-    """Whether the file's first block is in the page cache (then, likely, the rest)."""
-    probe = bytearray(BLOCK)
-    flags = getattr(os, "RWF_NOWAIT", 0)
-    if not flags:
-        return True
-    try:
-        os.preadv(fd, [probe], 0, flags)
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True
-    return True
 
 
 def _write_range(fd: int, view: memoryview, start: int, end: int) -> None:
