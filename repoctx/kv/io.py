@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 import xxhash
 
 CHUNK_BYTES = 64 << 20
-PIECE_BYTES = 4 << 20  # moved, then hashed while still in the cache
+PIECE_BYTES = 1 << 20  # moved, then hashed while still in the (level 2) cache
 MAX_THREADS = 8  # writers
 MAX_READERS = 16  # from the page cache, a copy per thread runs at a fraction of memory's speed
 BLOCK = 4096  # alignment of O_DIRECT transfers: address, offset and length
