@@ -18,8 +18,8 @@ FIGURES = (
     "prefill_tok_s", "state_gb", "save_gb_s", "file_save_gb_s", "save_ratio", "restore_gb_s",
     "file_restore_gb_s", "restore_ratio", "cold_restore_gb_s", "cold_ratio", "host_ttft_s",
     "restored_ttft_s", "edited_ttft_s", "resident_ttft_s", "resident_first_ttft_s",
-    "disk_write_gb_s", "disk_read_gb_s", "disk_read_buffered_gb_s", "capture_reserved_s",
-    "restore_reserved_s",
+    "disk_write_gb_s", "disk_read_gb_s", "disk_read_buffered_gb_s", "restore_reserved_s",
+    "restore_load_s", "restored_since_start_s",
 )  # fmt: skip
 
 

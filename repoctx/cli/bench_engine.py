@@ -128,7 +128,8 @@ def _figures(
         "cold_ttft_s": cold["ttft_s"], "edited_ttft_s": edit["ttft_s"],
         "edited_evaluated": edit["evaluated"], **limits,
         "capture_alloc_s": fresh["capture_alloc_s"], "restore_alloc_s": disk["restore_alloc_s"],
-        "capture_reserved_s": fresh["capture_reserved_s"], "restore_reserved_s": disk["reserved_s"],
+        "restore_reserved_s": disk["reserved_s"], "restore_load_s": disk["load_s"],
+        "restored_since_start_s": disk["since_start_s"],
     }  # fmt: skip
     figures["disk_read_best_gb_s"] = max(
         limits.get("disk_read_gb_s", 0.0), limits.get("disk_read_buffered_gb_s", 0.0)
@@ -162,7 +163,7 @@ _IO_COLUMNS = [
     ("state_gb", "state GB"), ("capture_gb_s", "to host GB/s"),
     ("pinned_d2h_gb_s", "pinned D2H GB/s"), ("host_restore_gb_s", "from host GB/s"),
     ("pinned_h2d_gb_s", "pinned H2D GB/s"), ("capture_alloc_s", "host alloc s"),
-    ("capture_reserved_s", "reserved in prefill s"), ("restore_alloc_s", "restore alloc s"),
+    ("restore_alloc_s", "restore alloc s"),
     ("restore_reserved_s", "reserved in load s"), ("save_gb_s", "save GB/s"),
     ("file_save_gb_s", "llama.cpp save GB/s"), ("save_ratio", "ratio"),
     ("disk_write_gb_s", "disk write GB/s"), ("restore_gb_s", "restore GB/s"),
@@ -178,7 +179,8 @@ _TTFT_COLUMNS = [
     ("resident_first_ttft_s", "resident engine, from disk"),
     ("resident_ttft_s", "new process, resident engine"),
     ("resident_since_start_s", "same, from process start"),
-    ("load_s", "model load"), ("slots", "slots"),
+    ("load_s", "model load"), ("restore_load_s", "model load, restoring process"),
+    ("slots", "slots"),
 ]  # fmt: skip
 
 

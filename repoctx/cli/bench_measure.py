@@ -125,7 +125,6 @@ def _fresh(engine: LlamaEngine, ids: list[int], record: Recorder, files: Path) -
     engine.housekeep()
     report["capture_s"] = time.perf_counter() - began
     report["capture_alloc_s"] = engine.pool.allocated_s - allocating
-    report["capture_reserved_s"] = engine.pool.reserved_s  # during the prefill
     (state,) = [s for s in engine.host.states() if s.tokens == tokens]
     report["state_bytes"] = state.image.length
     report["pinned"] = state.image.buffer.pinned
@@ -150,6 +149,7 @@ def _disk(engine: LlamaEngine, ids: list[int], record: Recorder, files: Path) ->
     restored = _answer(engine, ids, record)
     restored["restore_alloc_s"] = engine.pool.allocated_s - allocating
     restored["reserved_s"] = engine.pool.reserved_s  # in the background, while the model loaded
+    restored["since_start_s"] = time.time() - _PROCESS_START  # the load included
     return {**restored, "file_restore_s": _file_api_load(engine, files)}
 
 

@@ -2,9 +2,12 @@
 allocator (page-locked, CUDA's cudaMallocHost): copies between them and the device run at the
 bus's speed, where ordinary memory is staged through a bounce buffer at a fraction of it. Without
 one, they are anonymous memory maps. Page-locking is slow (about a second per 10 GB), so the
-engine keeps freed buffers in a pool and hands them out again, and asks for the next one it will
-need ahead of time (``reserve``): while the model loads, or while a long prompt is evaluated, the
-page-locking runs in a thread of its own instead of in front of a restore or a save.
+engine keeps freed buffers in a pool and hands them out again. The buffer of the state a new
+process most likely restores (the latest saved) is asked for ahead of time (``reserve``), in a
+thread of its own while the model loads, instead of in front of the restore. Page-locking stalls
+the GPU's work while it runs (CUDA serializes it with kernels and copies: a prefill took as much
+longer as the page-locking beside it took), so it is never done while a prompt is evaluated: the
+buffer of a new state is allocated when it is copied out, after the answer.
 """
 
 from __future__ import annotations

@@ -17,30 +17,15 @@ from dataclasses import dataclass
 from repoctx.engine.hostmem import HostBuffer, HostPool
 from repoctx.engine.native import NativeContext
 from repoctx.kv.io import BLOCK
-from repoctx.model.modelfile import ModelShape
 
 HEADER = struct.Struct("<IiI")  # magic, sequence id, stream count
 COUNT = 4
 MAX_STREAMS = 64  # slack kept after an image for the empty counts of a many-stream context
-CELL_BYTES = 16  # per cell besides its K and V rows: position, sequence count, sequence ids
-HEAD_BYTES = 1 << 20  # at most, besides the cells: the header and each layer's type and row size
-
-
-def state_bytes(shape: ModelShape, element_bytes: float, tokens: int) -> int:
-    """At least the size of a sequence state of ``tokens`` cells whose K and V take
-    ``element_bytes`` per element, and not much more."""
-    per_cell = shape.kv_bytes_per_token(element_bytes, element_bytes) + CELL_BYTES
-    return int(per_cell * tokens) + HEAD_BYTES
 
 
 def restore_bytes(length: int) -> int:
     """The buffer that a saved state of ``length`` bytes is read into."""
     return length + COUNT * MAX_STREAMS
-
-
-def capture_bytes(size: int) -> int:
-    """The most buffer that capturing a sequence state of ``size`` bytes takes."""
-    return BLOCK + size + COUNT * MAX_STREAMS
 
 
 class BadImage(Exception):
@@ -66,7 +51,7 @@ class StateImage:
         # the sequence's stream is its number: its data start after ``seq`` empty counts, and
         # the image there should sit on a block boundary, for direct disk writes (kv/io.py)
         pad = -COUNT * seq % BLOCK
-        buffer = pool.take(capture_bytes(size) - BLOCK + pad)
+        buffer = pool.take(pad + size + COUNT * MAX_STREAMS)
         try:
             written = context.get_state(seq, buffer.address + pad, size)
             if written != size:

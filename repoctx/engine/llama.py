@@ -23,9 +23,9 @@ import llama_cpp  # before anything imports numpy: on CUDA builds that order cra
 from repoctx.engine.base import GenerationOptions
 from repoctx.engine.hostcache import HostCache, HostState
 from repoctx.engine.hostmem import HostPool, pinned_buffer_type
-from repoctx.engine.image import BadImage, StateImage, capture_bytes, restore_bytes, state_bytes
+from repoctx.engine.image import BadImage, StateImage, restore_bytes
 from repoctx.engine.native import ContextShape, NativeContext, NativeModel, NoRoom, Sampler
-from repoctx.engine.plan import KV_BYTES, Plan, detect_memory, make_plan
+from repoctx.engine.plan import Plan, detect_memory, make_plan
 from repoctx.engine.repetition import LoopGuard
 from repoctx.engine.saver import Saver
 from repoctx.engine.slots import Slot, Slots
@@ -121,7 +121,7 @@ class LlamaEngine:
         if persist and store is None:
             store = KVStore(on_event=on_event)
         pool = _host_pool(plan)
-        if persist and store is not None:  # page-locked while the model loads
+        if persist and store is not None:  # page-locked while the model loads (see hostmem)
             pool.reserve(_latest_state_bytes(store, state_key(model, plan)))
         try:
             native = NativeModel(model.path, plan.gpu_layers, loading)
@@ -169,7 +169,7 @@ class LlamaEngine:
         cancel: threading.Event,
     ) -> AnswerDone:
         started = time.perf_counter()
-        slot, outcome = self._evaluate(prompt, on_event, cancel, options.max_tokens)
+        slot, outcome = self._evaluate(prompt, on_event, cancel)
         if outcome is None:
             return AnswerDone("", "cancelled", len(prompt), 0, 0.0, time.perf_counter() - started)
         done = self._generate(slot, len(prompt), options, on_event, cancel, started)
@@ -188,11 +188,10 @@ class LlamaEngine:
         return outcome
 
     def _evaluate(
-        self, prompt: Prompt, on_event: EventSink, cancel: threading.Event, room: int = 0
+        self, prompt: Prompt, on_event: EventSink, cancel: threading.Event
     ) -> tuple[Slot, CacheOutcome | None]:
         """Place the prompt in a slot, then evaluate what it lacks; no outcome when cancelled
-        (the slot keeps what was evaluated, to be saved as a checkpoint). ``room``: the tokens
-        an answer may add."""
+        (the slot keeps what was evaluated, to be saved as a checkpoint)."""
         ids = prompt.ids
         if len(ids) + 1 >= self.plan.n_ctx:
             raise ModelError(
@@ -204,8 +203,6 @@ class LlamaEngine:
             self.store.on_event = on_event  # what the store finds concerns this request
         slot, kept, source, seconds = self._place(ids, on_event)
         slot.repositories = prompt.repositories or slot.repositories
-        if len(ids) - kept >= SAVE_AFTER_TOKENS and len(ids) >= room:
-            self._reserve_capture(len(ids) + room)
         evaluated = self._prefill(slot, ids, kept, on_event, cancel)
         if evaluated < len(ids) - kept:
             return slot, None
@@ -430,12 +427,6 @@ class LlamaEngine:
         worth = self.saver is not None and slot.unsaved() >= SAVE_AFTER_TOKENS
         if worth and slot not in self._pending:
             self._pending.append(slot)
-
-    def _reserve_capture(self, tokens: int) -> None:
-        """Page-lock, while the prompt is evaluated, the buffer its state will be copied to."""
-        if self.model.shape is not None:
-            size = state_bytes(self.model.shape, KV_BYTES[self.plan.kv_type], tokens)
-            self.pool.reserve(capture_bytes(size))
 
     def _snapshot(self, slot: Slot) -> None:
         """Copy ``slot``'s state into the host tier and, with a store, queue it for the disk."""
