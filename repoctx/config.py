@@ -12,6 +12,8 @@ from typing import Any
 
 from repoctx import paths
 from repoctx.errors import ConfigError
+from repoctx.kv.kvtypes import KV_TYPES, kv_types_text
+from repoctx.model.choice import MODEL_ENV
 
 DEFAULT_REPEAT_PENALTY = 1.1  # on the answer's last tokens: small models loop without it
 
@@ -36,7 +38,7 @@ class Settings:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     rules: Mapping[str, Any] = field(default_factory=dict)
-    kv_type: str | None = None  # "f16", "q8_0", "q4_0"; None: the largest that fits
+    kv_type: str | None = None  # one of kvtypes.KV_TYPES; None: the largest that fits
     flash_attn: bool | None = None  # None: on wherever the backend has it
     max_tokens: int = 1024
     temperature: float = 0.0
@@ -126,8 +128,8 @@ def _strings(key: str, value: Any) -> tuple[str, ...]:
 
 def _from_environment() -> dict[str, Any]:
     env: dict[str, Any] = {}
-    if os.environ.get("REPOCTX_MODEL"):
-        env["model"] = os.environ["REPOCTX_MODEL"]
+    if os.environ.get(MODEL_ENV):
+        env["model"] = os.environ[MODEL_ENV]
     if os.environ.get("REPOCTX_BUDGET"):
         try:
             env["budget"] = int(os.environ["REPOCTX_BUDGET"].replace("_", "").replace(",", ""))
@@ -163,8 +165,8 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(f"format must be one of {', '.join(FORMATS)}, got {settings.format!r}")
     if settings.budget is not None and settings.budget <= 0:
         raise ConfigError(f"budget must be a positive number of tokens, got {settings.budget}")
-    if settings.kv_type not in (None, "f16", "q8_0", "q4_0"):
-        raise ConfigError(f"kv_type must be f16, q8_0 or q4_0, got {settings.kv_type!r}")
+    if settings.kv_type is not None and settings.kv_type not in KV_TYPES:
+        raise ConfigError(f"kv_type must be {kv_types_text()}, got {settings.kv_type!r}")
     if settings.max_tokens <= 0:
         raise ConfigError(f"max_tokens must be a positive number, got {settings.max_tokens}")
     if not 0.0 <= settings.temperature <= 5.0:

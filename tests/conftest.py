@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from repo_helpers import MakeRepo, git, stop_resident_engines_under, write_files
 
+from repoctx.model.choice import MODEL_ENV
+
 ENGINE_IDLE_S = "20"  # a resident engine that a test leaves behind exits soon by itself
 
 
@@ -20,7 +22,7 @@ def private_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     home = tmp_path_factory.mktemp("repoctx-home")
     previous = os.environ.get("REPOCTX_HOME")
     os.environ["REPOCTX_HOME"] = str(home)
-    os.environ.pop("REPOCTX_MODEL", None)
+    os.environ.pop(MODEL_ENV, None)
     os.environ.pop("REPOCTX_BUDGET", None)
     idle_was_set = "REPOCTX_ENGINE_IDLE" in os.environ
     os.environ.setdefault("REPOCTX_ENGINE_IDLE", ENGINE_IDLE_S)

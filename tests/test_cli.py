@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from repo_helpers import MakeRepo, git
 
+from repoctx.model.choice import MODEL_ENV
+
 FILES = {"app.py": "import util\nprint(util.X)\n", "util.py": "X = 1\n"}
 
 
@@ -153,7 +155,7 @@ def test_output_to_a_directory_is_refused(make_repo: MakeRepo, tmp_path: Path) -
 
 def test_a_model_name_not_yet_downloaded_says_how_to_get_it(make_repo: MakeRepo) -> None:
     name = "llama-3-8b-instruct-gradient-1048k"
-    env = {**os.environ, "REPOCTX_MODEL": name}
+    env = {**os.environ, MODEL_ENV: name}
     done = subprocess.run(
         [sys.executable, "-m", "repoctx", "pack", str(make_repo(FILES))],
         capture_output=True, text=True, env=env, timeout=120,

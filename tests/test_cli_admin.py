@@ -17,7 +17,7 @@ from repo_helpers import MakeRepo
 from repoctx.kv import io as kvio
 from repoctx.kv.store import Entry, KVStore, StateKey
 from repoctx.model import hub
-from repoctx.model.choice import default_model_path
+from repoctx.model.choice import EMBEDDED_NAME, MODEL_ENV, default_model_path
 
 FILES = {"app.py": "import util\nprint(util.X)\n", "util.py": "X = 1\n"}
 KEY = StateKey("sha256:model-a", "f16", True, "llama.cpp b5000")
@@ -54,8 +54,8 @@ def listed_models(home: Path) -> list[dict[str, Any]]:
 
 def test_models_list_json_shows_every_model(home: Path) -> None:
     records = {record["name"]: record for record in listed_models(home)}
-    assert list(records) == [hub.EMBEDDED_NAME, *hub.REGISTRY, LONG_NAME]
-    embedded = records[hub.EMBEDDED_NAME]
+    assert list(records) == [EMBEDDED_NAME, *hub.REGISTRY, LONG_NAME]
+    embedded = records[EMBEDDED_NAME]
     assert (embedded["state"], embedded["path"]) == ("embedded", str(default_model_path()))
     assert records[LONG_NAME]["state"] == "downloaded"
     assert records["llama-3-8b-instruct-gradient-1048k"]["path"] is None
@@ -68,7 +68,7 @@ def test_every_listed_name_works_as_model_flag_and_environment(
     for record in listed_models(home):
         name = record["name"]
         by_flag = repoctx("pack", repo, "--stats", "--model", name, home=home)
-        by_env = repoctx("pack", repo, "--stats", home=home, REPOCTX_MODEL=name)
+        by_env = repoctx("pack", repo, "--stats", home=home, **{MODEL_ENV: name})
         for done in (by_flag, by_env):
             if record["path"] is None:  # known, but not downloaded: says how to get it
                 assert done.returncode == 4 and f"repoctx models pull {name}" in done.stderr
@@ -83,7 +83,7 @@ def test_every_listed_name_works_as_model_flag_and_environment(
 def test_models_list_never_cuts_a_name(home: Path) -> None:
     piped = repoctx("models", "list", home=home)
     assert piped.returncode == 0, piped.stderr
-    for name in (hub.EMBEDDED_NAME, *hub.REGISTRY, LONG_NAME):
+    for name in (EMBEDDED_NAME, *hub.REGISTRY, LONG_NAME):
         assert any(name in line for line in piped.stdout.splitlines()), name
     assert str(default_model_path()) in piped.stdout, "a pipe gets whole rows, however long"
 
@@ -101,7 +101,7 @@ def test_models_list_fits_a_terminal_of_80_columns_without_cutting_short_names(
         pytest.skip("no `script` to run a pseudo-terminal")
     lines = done.stdout.splitlines()
     assert lines and all(len(line) <= 80 for line in lines)
-    for name in (hub.EMBEDDED_NAME, *hub.REGISTRY):
+    for name in (EMBEDDED_NAME, *hub.REGISTRY):
         assert any(name in line for line in lines), name
     assert "…" not in done.stdout
 

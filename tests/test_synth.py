@@ -10,6 +10,8 @@ from llama_cpp import Llama  # isort: skip
 
 import dataclasses
 import hashlib
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -236,15 +238,19 @@ def test_writing_is_reproducible_and_leaves_no_temporary_files(tmp_path: Path) -
     assert (tmp_path / "a.gguf").stat().st_size < 2_000_000
 
 
-def test_cli_writes_a_model_and_reports_bad_arguments(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def models_synth(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "repoctx", "models", "synth", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+def test_cli_writes_a_model_and_reports_bad_arguments(tmp_path: Path) -> None:
     out = tmp_path / "cli.gguf"
-    assert synth.main([str(out), "--preset", "tiny", "--context-length", "8192"]) == 0
+    done = models_synth(str(out), "--preset", "tiny", "--context-length", "8192")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"wrote {out} (")
     metadata = synth.read_metadata(out)
     assert metadata["llama.context_length"][0] == 8192
     assert metadata["llama.rope.freq_base"][0] == pytest.approx(3580165449.0)
-    assert "wrote" in capsys.readouterr().out
-    assert synth.main([str(tmp_path / "bad.gguf"), "--preset", "tiny", "--quant", "q4_k_m"]) == 2
-    assert "multiples of 256" in capsys.readouterr().err
+    bad = models_synth(str(tmp_path / "bad.gguf"), "--preset", "tiny", "--quant", "q4_k_m")
+    assert bad.returncode == 2 and "multiples of 256" in bad.stderr
     assert not (tmp_path / "bad.gguf").exists()

@@ -1,1 +1,2 @@
-"""The command line front end (``repoctx ...``), its rendering of events, and the benchmarks."""
+"""The command line front end (``repoctx ...``), its rendering of events, the benchmarks and the
+synthetic-model writer."""

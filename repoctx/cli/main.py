@@ -12,6 +12,9 @@ import click
 
 from repoctx import __version__
 from repoctx.errors import RepoctxError
+from repoctx.kv.kvtypes import KV_TYPES
+from repoctx.model.choice import EMBEDDED_NAME
+from repoctx.model.synthshape import LLAMA3_8B, PRESETS, QUANTS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -115,7 +118,7 @@ def engine_options(function: F) -> F:
     decorators = [
         click.option(
             "--kv-type",
-            type=click.Choice(["f16", "q8_0", "q4_0"]),
+            type=click.Choice(KV_TYPES),
             help="KV cache type (default: the largest that fits in memory).",
         ),
         click.option(
@@ -151,7 +154,7 @@ def engine_options(function: F) -> F:
 @click.option(
     "--model",
     metavar="PATH|NAME",
-    help="GGUF file, or a name `repoctx models list` shows (default: embedded SmolLM2-135M).",
+    help=f"GGUF file, or a name `repoctx models list` shows (default: embedded {EMBEDDED_NAME}).",
 )
 @engine_options
 @click.option(
@@ -274,6 +277,43 @@ def models_path(name: str | None) -> None:
     model_path(name)
 
 
+@models.command("synth")
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--preset",
+    type=click.Choice(sorted(PRESETS)),
+    default="tiny",
+    show_default=True,
+    help="The shapes: tiny (a few MB), kv-heavy (Llama-3-8B's KV cache), llama3-8b (4.9 GB).",
+)
+@click.option(
+    "--vocab-from",
+    type=click.Path(path_type=Path),
+    help="Copy the vocabulary of this GGUF (default: a small built-in one).",
+)
+@click.option("--context-length", type=int, metavar="N", help="Training context (default 1048576).")
+@click.option("--quant", type=click.Choice(QUANTS), help="Weight types (default: the preset's).")
+@click.option(
+    "--rope-freq-base", type=float, metavar="F", help="RoPE base (default: the preset's)."
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same bytes.")
+def models_synth(
+    out: Path,
+    preset: str,
+    vocab_from: Path | None,
+    context_length: int | None,
+    quant: str | None,
+    rope_freq_base: float | None,
+    seed: int,
+) -> None:
+    """Write a synthetic llama GGUF to OUT: a preset's real tensor shapes with random weights,
+    for tests and benchmarks (speed and memory never depend on the weights' values)."""
+    from repoctx.cli.synth import write_synthetic_model
+
+    overrides = {"context_length": context_length, "quant": quant, "rope_freq_base": rope_freq_base}
+    write_synthetic_model(out, preset, vocab_from, seed, overrides)
+
+
 @cli.group()
 def cache() -> None:
     """The KV states and the file index repoctx keeps on disk."""
@@ -333,9 +373,7 @@ def cache_clear(pattern: str | None, everything: bool) -> None:
     show_default=True,
     help="Prompt lengths, comma-separated.",
 )
-@click.option(
-    "--kv-type", default="q8_0", show_default=True, type=click.Choice(["f16", "q8_0", "q4_0"])
-)
+@click.option("--kv-type", default="q8_0", show_default=True, type=click.Choice(KV_TYPES))
 @click.option("--flash-attn/--no-flash-attn", default=True, show_default=True)
 @click.option(
     "--llama-bench",
@@ -364,7 +402,7 @@ def bench_engine(
     from repoctx.cli.bench_engine import run_engine_bench
 
     if model_path is None:
-        from repoctx.model.synth import LLAMA3_8B, write_synthetic_gguf
+        from repoctx.model.synth import write_synthetic_gguf
 
         model_path = synth_dir / "llama3-8b-gradient-1048k-standin.Q4_K_M.gguf"
         if not model_path.exists():

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import llama_cpp  # before anything imports numpy: on CUDA builds that order crashes
 
+from repoctx.kv.kvtypes import GGML_TYPES
 from repoctx.tokens.count import quiet_llama_cpp
 
-GGML_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2}
 DECODE_NO_ROOM = 1  # llama_decode: no free cells for the batch; nothing was computed
 
 

@@ -11,11 +11,9 @@ import subprocess
 from dataclasses import dataclass
 
 from repoctx.errors import ModelError
+from repoctx.kv.kvtypes import KV_BYTES, KV_TYPES
 from repoctx.model.modelfile import ModelInfo, ModelShape
 
-# bytes per element of each KV cache type (q8_0: 34 bytes per 32, q4_0: 18 per 32)
-KV_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
-KV_ORDER = ("f16", "q8_0", "q4_0")
 _HEADROOM = 0.92  # of free memory: drivers, fragmentation, other processes
 _MIB = 1024 * 1024
 MAX_SLOTS = {True: 4, False: 2}  # live sequences at once, on a GPU and on the CPU
@@ -59,9 +57,10 @@ def make_plan(
     kv_type: str | None = None,
     flash_attn: bool | None = None,
 ) -> Plan:
-    """The plan for ``n_ctx`` tokens: the first KV type in f16, q8_0, q4_0 that fits in free
-    memory (f16 only on the CPU, where quantized KV slows prefill threefold), unless the user
-    chose one. Quantized V needs flash attention, which is on wherever it is available."""
+    """The plan for ``n_ctx`` tokens: the first KV type of ``KV_TYPES`` (largest first) that
+    fits in free memory (f16 only on the CPU, where quantized KV slows prefill threefold),
+    unless the user chose one. Quantized V needs flash attention, which is on wherever it is
+    available."""
     shape = _shape(model)
     trained = model.context_length or n_ctx
     if n_ctx > trained:
@@ -70,11 +69,11 @@ def make_plan(
             f"{n_ctx:,}; pass a smaller --budget or a model with a longer context"
         )
     n_ubatch = 2048 if memory.gpu else 512
-    choices = [kv_type] if kv_type else (list(KV_ORDER) if memory.gpu else ["f16"])
+    choices = [kv_type] if kv_type else (list(KV_TYPES) if memory.gpu else ["f16"])
     budget = int(memory.free_bytes * _HEADROOM)
     for choice in choices:
         if choice not in KV_BYTES:
-            raise ModelError(f"unknown KV cache type {choice!r}; use one of {', '.join(KV_ORDER)}")
+            raise ModelError(f"unknown KV cache type {choice!r}; use one of {', '.join(KV_TYPES)}")
         need = estimate_bytes(shape, model.vocab_size, n_ctx, choice, n_ubatch)
         if need <= budget:
             flash = True if flash_attn is None else flash_attn

@@ -12,7 +12,8 @@ import posixpath
 
 from repoctx.languages.base import ImportRef, LanguageSpec, RepoIndex
 
-# language name -> (module in this package, file extensions)
+# language name -> (module in this package, file extensions): the one list of extensions, which
+# the specs and the scanner take from here
 LANGUAGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "python": ("python", (".py", ".pyi")),
     "javascript": ("javascript", (".js", ".jsx", ".mjs", ".cjs")),
@@ -33,6 +34,12 @@ LANGUAGES: dict[str, tuple[str, tuple[str, ...]]] = {
 
 _BY_EXTENSION = {ext: name for name, (_, exts) in LANGUAGES.items() for ext in exts}
 _BY_FILENAME = {"Rakefile": "ruby", "Gemfile": "ruby"}
+
+
+def extensions_of(name: str) -> tuple[str, ...]:
+    """The file extensions of the language ``name`` (a key of ``LANGUAGES``), for its spec and
+    wherever its module picks out its files."""
+    return LANGUAGES[name][1]
 
 
 def language_for_path(path: str) -> str | None:
@@ -56,6 +63,7 @@ __all__ = [
     "ImportRef",
     "LanguageSpec",
     "RepoIndex",
+    "extensions_of",
     "get_language",
     "language_for_path",
 ]

@@ -15,6 +15,7 @@ import posixpath
 
 import tree_sitter
 
+from repoctx.languages import extensions_of
 from repoctx.languages.base import (
     BodyElider,
     ImportRef,
@@ -127,9 +128,9 @@ def resolve_include(ref: ImportRef, importer: str | None, index: RepoIndex) -> l
 class IncludeSpec:
     """C and C++: the same include rules over each language's grammar."""
 
-    def __init__(self, name: str, extensions: tuple[str, ...], grammar: str) -> None:
+    def __init__(self, name: str, grammar: str) -> None:
         self.name = name
-        self.extensions = extensions
+        self.extensions = extensions_of(name)
         self.language = load_language(grammar)
         self._reduce = BodyElider(self.language, frozenset({"function_definition"}))
 
@@ -143,4 +144,4 @@ class IncludeSpec:
         return self._reduce(source)
 
 
-SPEC = IncludeSpec("c", (".c", ".h"), "tree_sitter_c")
+SPEC = IncludeSpec("c", "tree_sitter_c")

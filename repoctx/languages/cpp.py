@@ -5,6 +5,4 @@ from __future__ import annotations
 
 from repoctx.languages.c import IncludeSpec
 
-EXTENSIONS = (".cc", ".cpp", ".cxx", ".c++", ".hh", ".hpp", ".hxx", ".h++", ".ipp", ".tpp")
-
-SPEC = IncludeSpec("cpp", EXTENSIONS, "tree_sitter_cpp")
+SPEC = IncludeSpec("cpp", "tree_sitter_cpp")

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import tree_sitter
 
+from repoctx.languages import extensions_of
 from repoctx.languages.base import (
     BodyElider,
     ImportRef,
@@ -20,6 +21,8 @@ from repoctx.languages.base import (
     node_text,
     parse,
 )
+
+_EXTENSIONS = extensions_of("csharp")
 
 KIND_USING = "using"
 KIND_STATIC = "using_static"
@@ -119,7 +122,7 @@ class _CSharpIndex:
         self.namespaces: dict[str, list[str]] = {}
         self.types: dict[tuple[str, str], list[str]] = {}
         self._language = load_language("tree_sitter_c_sharp")
-        for path in sorted(p for p in index.paths if p.endswith(".cs")):
+        for path in sorted(p for p in index.paths if p.endswith(_EXTENSIONS)):
             for namespace, type_name in self._declarations(index.read_text(path) or ""):
                 files = self.namespaces.setdefault(namespace, [])
                 if not files or files[-1] != path:
@@ -189,7 +192,7 @@ def _enclosing(namespace: str) -> tuple[str, ...]:
 
 class CSharpSpec:
     name = "csharp"
-    extensions = (".cs",)
+    extensions = _EXTENSIONS
 
     def __init__(self) -> None:
         self.language = load_language("tree_sitter_c_sharp")

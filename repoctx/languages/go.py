@@ -13,6 +13,7 @@ import functools
 import posixpath
 import re
 
+from repoctx.languages import extensions_of
 from repoctx.languages.base import (
     BodyElider,
     ImportRef,
@@ -23,6 +24,8 @@ from repoctx.languages.base import (
     parse,
     unquote,
 )
+
+_EXTENSIONS = extensions_of("go")
 
 _QUERY = "(import_spec path: (_) @path)"
 _MODULE_LINE = re.compile(r"^\s*module\s+(\"[^\"]+\"|`[^`]+`|\S+)", re.M)
@@ -65,7 +68,7 @@ def _package_files(folder: str, index: RepoIndex) -> list[str]:
     return [
         path
         for path in index.by_dir.get(folder, [])
-        if path.endswith(".go") and not path.endswith("_test.go")
+        if path.endswith(_EXTENSIONS) and not path.endswith("_test.go")
     ]
 
 
@@ -107,7 +110,7 @@ def _elider() -> BodyElider:
 
 class GoSpec:
     name = "go"
-    extensions = (".go",)
+    extensions = _EXTENSIONS
 
     def extract(self, source: bytes) -> list[ImportRef]:
         return _extract(source)

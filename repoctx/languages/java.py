@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tree_sitter
 
-from repoctx.languages import jvm
+from repoctx.languages import extensions_of, jvm
 from repoctx.languages.base import (
     BodyElider,
     ImportRef,
@@ -35,7 +35,7 @@ def _top_level(root: tree_sitter.Node) -> list[tree_sitter.Node]:
 
 class JavaSpec:
     name = "java"
-    extensions = (".java",)
+    extensions = extensions_of("java")
 
     def __init__(self) -> None:
         self.language = load_language("tree_sitter_java")

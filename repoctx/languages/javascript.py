@@ -22,6 +22,7 @@ from typing import Any
 
 import tree_sitter
 
+from repoctx.languages import extensions_of
 from repoctx.languages.base import (
     BodyElider,
     ImportRef,
@@ -63,7 +64,7 @@ _TS_FOR_JS = {
     ".mjs": (".mts", ".d.mts"),
     ".cjs": (".cts", ".d.cts"),
 }
-_TS_SUFFIXES = (".ts", ".tsx", ".mts", ".cts")
+_TS_SUFFIXES = (*extensions_of("typescript"), *extensions_of("tsx"))
 _ENTRY_FIELDS = ("source", "exports", "module", "main", "types", "typings")
 _CONDITIONS = ("source", "types", "import", "module", "default", "require", "node")
 _CONFIG_NAMES = ("tsconfig.json", "jsconfig.json")
@@ -385,7 +386,7 @@ def resolve_specifier(ref: ImportRef, importer: str | None, index: RepoIndex) ->
 
 class JavaScriptSpec:
     name = "javascript"
-    extensions = (".js", ".jsx", ".mjs", ".cjs")
+    extensions = extensions_of("javascript")
 
     def extract(self, source: bytes) -> list[ImportRef]:
         return extract_imports(load_language("tree_sitter_javascript"), JS_QUERY, source)

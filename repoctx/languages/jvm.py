@@ -13,9 +13,11 @@ import posixpath
 import re
 from collections.abc import Iterable
 
+from repoctx.languages import extensions_of
 from repoctx.languages.base import ImportRef, RepoIndex
 
-JVM_EXTENSIONS = (".java", ".kt", ".kts", ".scala", ".sc")
+_JAVA, _SCALA = extensions_of("java"), extensions_of("scala")
+JVM_EXTENSIONS = (*_JAVA, *extensions_of("kotlin"), *_SCALA)
 
 # Import kinds shared by the three extractors.
 KIND_IMPORT = "import"  # module is a fully qualified member: com.x.Y, com.x.Y.Inner, a.b.fn
@@ -75,14 +77,14 @@ class JvmIndex:
         text = self.index.read_text(path) or ""
         found = [clean_name(m) for m in _PACKAGE_LINE.findall(text)]
         # Scala chains clauses (``package a.b`` then ``package c`` means a.b.c).
-        package = ".".join(found) if path.endswith((".scala", ".sc")) else "".join(found[:1])
+        package = ".".join(found) if path.endswith(_SCALA) else "".join(found[:1])
         self._package[path] = package
         self._declared[path] = frozenset(a or b for a, b in _DECLARATION.findall(text))
 
     def package_of(self, path: str) -> str | None:
         """The package ``path`` declares ("" for the default package)."""
         if path not in self._package:
-            maven = _MAVEN_ROOT.search(path) if path.endswith(".java") else None
+            maven = _MAVEN_ROOT.search(path) if path.endswith(_JAVA) else None
             if maven is not None:
                 self._package[path] = posixpath.dirname(maven.group(1)).replace("/", ".")
             else:
@@ -91,7 +93,7 @@ class JvmIndex:
 
     def declares(self, path: str, name: str) -> bool:
         stem = posixpath.splitext(posixpath.basename(path))[0]
-        if path.endswith(".java"):
+        if path.endswith(_JAVA):
             return name == stem  # other top-level Java classes are package-private
         if path not in self._declared:
             self._read(path)

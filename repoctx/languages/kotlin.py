@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import tree_sitter
 
-from repoctx.languages import jvm
+from repoctx.languages import extensions_of, jvm
 from repoctx.languages.base import (
     BodyElider,
     ImportRef,
@@ -34,7 +34,7 @@ def _top_level(root: tree_sitter.Node) -> list[tree_sitter.Node]:
 
 class KotlinSpec:
     name = "kotlin"
-    extensions = (".kt", ".kts")
+    extensions = extensions_of("kotlin")
 
     def __init__(self) -> None:
         self.language = load_language("tree_sitter_kotlin")

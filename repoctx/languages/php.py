@@ -17,6 +17,7 @@ from typing import Any
 
 import tree_sitter
 
+from repoctx.languages import extensions_of
 from repoctx.languages.base import (
     BodyElider,
     ImportRef,
@@ -27,6 +28,8 @@ from repoctx.languages.base import (
     node_text,
     parse,
 )
+
+_EXTENSIONS = extensions_of("php")
 
 KIND_USE = "use"
 KIND_NAMESPACE = "namespace"  # the file's namespace; names are the type-like words it uses
@@ -214,7 +217,8 @@ class _Autoload:
         namespace, _, short = name.rpartition("\\")
         # The folder a class of the namespace would be autoloaded from.
         folders = {posixpath.dirname(p) for p in self._candidates(namespace + "\\_")}
-        paths = {p for d in folders for p in self.index.by_dir.get(d, ()) if p.endswith(".php")}
+        listed = (p for d in folders for p in self.index.by_dir.get(d, ()))
+        paths = {p for p in listed if p.endswith(_EXTENSIONS)}
         paths.update(p for p in self.files if self.index.has(p))
         found = []
         for path in sorted(paths):
@@ -238,7 +242,7 @@ def _autoload(index: RepoIndex) -> _Autoload:
 
 class PhpSpec:
     name = "php"
-    extensions = (".php",)
+    extensions = _EXTENSIONS
 
     def __init__(self) -> None:
         self.language = load_language("tree_sitter_php", "language_php")

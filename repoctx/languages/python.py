@@ -18,11 +18,12 @@ from collections.abc import Iterable
 
 import tree_sitter
 
+from repoctx.languages import extensions_of
 from repoctx.languages.base import ImportRef, RepoIndex, captures, load_language, node_text, parse
 
 _QUERY = "(import_statement) @import (import_from_statement) @from"
 _BODY_QUERY = "(function_definition body: (block) @body)"
-_SOURCE_SUFFIXES = (".py", ".pyi")
+_SOURCE_SUFFIXES = extensions_of("python")
 _INIT_NAMES = ("__init__.py", "__init__.pyi")
 
 
@@ -267,7 +268,7 @@ def _reduce(source: bytes) -> str:
 
 class PythonSpec:
     name = "python"
-    extensions = (".py", ".pyi")
+    extensions = _SOURCE_SUFFIXES
 
     def extract(self, source: bytes) -> list[ImportRef]:
         return _extract_with_head(source)[0]

@@ -11,6 +11,7 @@ import posixpath
 
 import tree_sitter
 
+from repoctx.languages import extensions_of
 from repoctx.languages.base import (
     BodyElider,
     ImportRef,
@@ -133,7 +134,7 @@ def _on_load_path(index: RepoIndex, target: str, importer: str | None) -> list[s
 
 class RubySpec:
     name = "ruby"
-    extensions = (".rb", ".rake", ".gemspec")
+    extensions = extensions_of("ruby")
 
     def __init__(self) -> None:
         self.language = load_language("tree_sitter_ruby")

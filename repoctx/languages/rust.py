@@ -25,6 +25,7 @@ from typing import Any
 
 import tree_sitter
 
+from repoctx.languages import extensions_of
 from repoctx.languages.base import (
     BodyElider,
     ImportRef,
@@ -353,7 +354,7 @@ def _elider() -> BodyElider:
 
 class RustSpec:
     name = "rust"
-    extensions = (".rs",)
+    extensions = extensions_of("rust")
 
     def extract(self, source: bytes) -> list[ImportRef]:
         return _extract(source)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import tree_sitter
 
-from repoctx.languages import jvm
+from repoctx.languages import extensions_of, jvm
 from repoctx.languages.base import (
     BodyElider,
     ImportRef,
@@ -103,7 +103,7 @@ def _package(root: tree_sitter.Node) -> str | None:
 
 class ScalaSpec:
     name = "scala"
-    extensions = (".scala", ".sc")
+    extensions = extensions_of("scala")
 
     def __init__(self) -> None:
         self.language = load_language("tree_sitter_scala")

@@ -12,6 +12,7 @@ import re
 
 import tree_sitter
 
+from repoctx.languages import extensions_of
 from repoctx.languages.base import (
     BodyElider,
     ImportRef,
@@ -20,6 +21,8 @@ from repoctx.languages.base import (
     node_text,
     parse,
 )
+
+_EXTENSIONS = extensions_of("swift")
 
 KIND_IMPORT = "import"
 KIND_MODULE = "module"  # same-module references; names are the type-like words the file uses
@@ -58,7 +61,7 @@ class _SwiftIndex:
     def __init__(self, index: RepoIndex) -> None:
         self.index = index
         self.under: dict[str, list[str]] = {}  # folder -> Swift files anywhere below it
-        for path in sorted(p for p in index.paths if p.endswith(".swift")):
+        for path in sorted(p for p in index.paths if p.endswith(_EXTENSIONS)):
             folder = posixpath.dirname(path)
             while folder:
                 self.under.setdefault(folder, []).append(path)
@@ -104,7 +107,7 @@ class _SwiftIndex:
     def files(self, folder: str) -> list[str]:
         if folder:
             return self.under.get(folder, [])
-        return [p for p in self.index.by_dir.get("", ()) if p.endswith(".swift")]
+        return [p for p in self.index.by_dir.get("", ()) if p.endswith(_EXTENSIONS)]
 
     def declared_types(self, folder: str) -> dict[str, list[str]]:
         if folder not in self._types:
@@ -132,7 +135,7 @@ def _swift_index(index: RepoIndex) -> _SwiftIndex:
 
 class SwiftSpec:
     name = "swift"
-    extensions = (".swift",)
+    extensions = _EXTENSIONS
 
     def __init__(self) -> None:
         self.language = load_language("tree_sitter_swift")

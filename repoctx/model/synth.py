@@ -1,39 +1,37 @@
 """Synthetic GGUF models of llama architecture, written with the ``gguf`` package.
 
 A llama.cpp model's speed and memory depend on its tensor shapes and quantization types, never on
-its weight values. ``write_synthetic_gguf`` writes a GGUF of chosen shapes with random but
-numerically sane weights: ``LLAMA3_8B`` has the exact tensors of a Llama-3-8B Q4_K_M file and
-stands in for Llama-3-8B-Instruct-Gradient-1048k in speed and memory benchmarks; ``TINY`` is a
-model of a few MB that exercises the engine (1M-token context, KV state save and restore) in
-seconds on a CPU. Both declare a 1,048,576-token training context.
+its weight values. ``write_synthetic_gguf`` writes a GGUF of chosen shapes (``synthshape``) with
+random but numerically sane weights: ``LLAMA3_8B`` has the exact tensors of a Llama-3-8B Q4_K_M
+file and stands in for Llama-3-8B-Instruct-Gradient-1048k in speed and memory benchmarks;
+``TINY`` is a model of a few MB that exercises the engine (1M-token context, KV state save and
+restore) in seconds on a CPU. Both declare a 1,048,576-token training context.
 
 The vocabulary is copied from another GGUF (``vocab_from``, e.g. llama.cpp's
 ``ggml-vocab-llama-bpe.gguf``, Llama 3's tokenizer) or is a small built-in byte-level BPE with
 Llama 3's special tokens. In a process that loads models, import ``llama_cpp`` before this module
-(it imports numpy; numpy first crashes the CUDA build of llama.cpp at model load).
+(it imports numpy; numpy first crashes the CUDA build of llama.cpp at model load). The command
+line is ``repoctx models synth`` (``repoctx.cli.synth``).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import math
 import os
-import sys
 import tempfile
-import time
-from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from gguf import GGML_QUANT_SIZES, GGML_QUANT_VERSION, GGUFWriter, LlamaFileType
 from gguf import GGMLQuantizationType as QType
 
-from repoctx.errors import RepoctxError, UsageError
+from repoctx.errors import UsageError
+from repoctx.model.synthshape import KV_HEAVY, LLAMA3_8B, PRESETS, TINY, SynthShape
 from repoctx.model.synthvocab import (
     BUILTIN_MERGES,
     KV,
@@ -57,14 +55,11 @@ __all__ = [
     "builtin_vocab",
     "learn_merges",
     "load_vocab",
-    "main",
     "read_metadata",
     "tensor_plan",
     "write_synthetic_gguf",
 ]
 
-Quant = Literal["f32", "f16", "q8_0", "q4_k_m"]
-QUANTS: tuple[str, ...] = get_args(Quant)
 WEIGHT_STD = 0.02
 """Standard deviation of every random weight matrix, whatever its type."""
 
@@ -72,7 +67,6 @@ _FILE_TYPE = {
     "f32": LlamaFileType.ALL_F32, "f16": LlamaFileType.MOSTLY_F16,
     "q8_0": LlamaFileType.MOSTLY_Q8_0, "q4_k_m": LlamaFileType.MOSTLY_Q4_K_M,
 }  # fmt: skip
-_BLOCK = {"f32": 1, "f16": 1, "q8_0": 32, "q4_k_m": 256}
 # (byte offset in the block, f16 value) of each scale field, chosen so weights have mean ~0 and
 # std ~WEIGHT_STD: Q8_0 d*q; Q4_K d*sc*q - dmin*m (6-bit sc, m; 4-bit q); Q6_K d*sc*(q-32).
 _SCALES: dict[QType, tuple[tuple[int, float], ...]] = {
@@ -80,71 +74,6 @@ _SCALES: dict[QType, tuple[tuple[int, float], ...]] = {
     QType.Q4_K: ((0, WEIGHT_STD / 258.3), (2, 7.5 * WEIGHT_STD / 258.3)),
     QType.Q6_K: ((208, WEIGHT_STD / 1365.0),),
 }
-
-
-@dataclass(frozen=True)
-class SynthShape:
-    """Hyperparameters of a synthetic llama model (the vocabulary comes from its source).
-
-    Raises ``UsageError`` on construction when the values cannot make a valid model."""
-
-    n_layer: int
-    n_embd: int
-    n_head: int
-    n_head_kv: int
-    n_ff: int
-    context_length: int = 1_048_576
-    rope_freq_base: float = 3580165449.0
-    rms_eps: float = 1e-5
-    quant: Quant = "f32"
-    name: str = "synthetic-llama"
-    vocab_size: int | None = None
-    """None: the vocabulary source's size. A number: the built-in vocabulary is padded to it
-    with reserved special tokens, and a copied vocabulary must have exactly that many tokens."""
-
-    def __post_init__(self) -> None:
-        problem = _shape_problem(self)
-        if problem is not None:
-            raise UsageError(f"invalid synthetic model: {problem}")
-
-    @property
-    def head_dim(self) -> int:
-        return self.n_embd // self.n_head
-
-
-def _shape_problem(shape: SynthShape) -> str | None:
-    if shape.quant not in QUANTS:
-        return f"unknown quant {shape.quant!r}; choose one of {', '.join(QUANTS)}"
-    for field in ("n_layer", "n_embd", "n_head", "n_head_kv", "n_ff", "context_length"):
-        value = getattr(shape, field)
-        if not isinstance(value, int) or value < 1:
-            return f"{field} must be a positive integer, not {value!r}"
-    if shape.vocab_size is not None and shape.vocab_size < 1:
-        return f"vocab_size must be None or a positive integer, not {shape.vocab_size!r}"
-    if shape.n_embd % shape.n_head or shape.head_dim % 2:
-        return f"n_embd {shape.n_embd} must split into n_head {shape.n_head} heads of even size"
-    if shape.n_head % shape.n_head_kv:
-        return f"n_head {shape.n_head} must be a multiple of n_head_kv {shape.n_head_kv}"
-    block = _BLOCK[shape.quant]
-    if shape.n_embd % block or shape.n_ff % block:
-        return f"quant {shape.quant} needs n_embd and n_ff to be multiples of {block}"
-    if not (shape.rope_freq_base > 0 and shape.rms_eps > 0):
-        return "rope_freq_base and rms_eps must be positive"
-    return None
-
-
-LLAMA3_8B = SynthShape(
-    n_layer=32, n_embd=4096, n_head=32, n_head_kv=8, n_ff=14336, quant="q4_k_m",
-    vocab_size=128256, name="synthetic-llama3-8b-gradient-1048k",
-)  # fmt: skip
-TINY = SynthShape(n_layer=2, n_embd=64, n_head=4, n_head_kv=2, n_ff=128, name="synthetic-tiny")
-# The KV cache of Llama-3-8B (32 layers, 8 KV heads of 128) around little compute: state I/O
-# benchmarks of GB-sized states on a CPU.
-KV_HEAVY = SynthShape(
-    n_layer=32, n_embd=1024, n_head=8, n_head_kv=8, n_ff=256, quant="q8_0",
-    name="synthetic-kv-heavy",
-)  # fmt: skip
-PRESETS = {"llama3-8b": LLAMA3_8B, "tiny": TINY, "kv-heavy": KV_HEAVY}
 
 
 @dataclass(frozen=True)
@@ -295,33 +224,3 @@ def write_synthetic_gguf(
             os.unlink(temporary)
         raise
     return target
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m repoctx.model.synth OUT.gguf --preset llama3-8b|tiny [options]``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m repoctx.model.synth", description="Write a synthetic llama GGUF model."
-    )
-    parser.add_argument("out", type=Path, help="the GGUF file to write")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
-    parser.add_argument("--vocab-from", type=Path, help="copy the vocabulary of this GGUF")
-    parser.add_argument("--context-length", type=int, help="training context (default 1048576)")
-    parser.add_argument("--quant", choices=QUANTS, help="weight types (default: the preset's)")
-    parser.add_argument("--rope-freq-base", type=float)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    options = {k: getattr(args, k) for k in ("context_length", "quant", "rope_freq_base")}
-    started = time.perf_counter()
-    try:
-        shape = replace(PRESETS[args.preset], **{k: v for k, v in options.items() if v is not None})
-        out = write_synthetic_gguf(args.out, shape, args.vocab_from, args.seed)
-    except RepoctxError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return error.exit_code
-    seconds = time.perf_counter() - started
-    print(f"wrote {out} ({out.stat().st_size:,} bytes) in {seconds:.1f} s")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,32 +1,24 @@
-"""The vocabulary side of synthetic GGUFs: reading typed metadata out of a GGUF (to copy a
-real tokenizer) and a small built-in byte-level BPE vocabulary with Llama 3's special tokens."""
+"""The vocabulary side of synthetic GGUFs: a real tokenizer's typed metadata (read with
+``ggufread``, to be copied) and a small built-in byte-level BPE vocabulary with Llama 3's special
+tokens."""
 
 from __future__ import annotations
 
 import itertools
-import mmap
 import re
-import struct
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from gguf import GGUFValueType
 
 from repoctx.errors import ModelError, TokenizerError, UsageError
+from repoctx.model.ggufread import typed_metadata
 from repoctx.tokens.bperanks import byte_chars
 
 KV = tuple[Any, GGUFValueType, GGUFValueType | None]
 """One metadata entry: value (strings as raw UTF-8 bytes or str), type, array element type."""
 
-
-_FORMAT = {  # struct (and numpy) format of each scalar GGUF value type
-    GGUFValueType.UINT8: "<B", GGUFValueType.INT8: "<b", GGUFValueType.UINT16: "<H",
-    GGUFValueType.INT16: "<h", GGUFValueType.UINT32: "<I", GGUFValueType.INT32: "<i",
-    GGUFValueType.FLOAT32: "<f", GGUFValueType.BOOL: "<?", GGUFValueType.UINT64: "<Q",
-    GGUFValueType.INT64: "<q", GGUFValueType.FLOAT64: "<d",
-}  # fmt: skip
 
 LLAMA3_CHAT_TEMPLATE = (
     "{% set loop_messages = messages %}{% for message in loop_messages %}"
@@ -52,55 +44,19 @@ that module, and how should the error handling change? It keeps its key and valu
 """
 
 
-class _Cursor:
-    """Reads GGUF metadata values from a buffer (little-endian GGUF v2 or v3)."""
-
-    def __init__(self, data: mmap.mmap) -> None:
-        self.data = data
-        self.pos = 0
-
-    def unpack(self, fmt: str) -> tuple[Any, ...]:
-        values = struct.unpack_from(fmt, self.data, self.pos)
-        self.pos += struct.calcsize(fmt)
-        return values
-
-    def string(self) -> bytes:
-        (length,) = self.unpack("<Q")
-        start, self.pos = self.pos, self.pos + length
-        if self.pos > len(self.data):
-            raise ValueError("string runs past the end of the file")
-        return self.data[start : self.pos]
-
-    def value(self) -> KV:
-        vtype = GGUFValueType(self.unpack("<I")[0])
-        if vtype == GGUFValueType.STRING:
-            return self.string(), vtype, None
-        if vtype != GGUFValueType.ARRAY:
-            return self.unpack(_FORMAT[vtype])[0], vtype, None
-        sub, count = self.unpack("<IQ")
-        sub = GGUFValueType(sub)
-        if sub == GGUFValueType.STRING:
-            return [self.string() for _ in range(count)], vtype, sub
-        dtype = np.dtype(_FORMAT[sub])
-        items = np.frombuffer(self.data, dtype, count, self.pos).tolist()
-        self.pos += dtype.itemsize * count
-        return items, vtype, sub
-
-
 def read_metadata(path: Path) -> dict[str, KV]:
     """Every metadata entry of a GGUF file, read without its tensors (fast even for a 128k
     vocabulary). Raises ``ModelError`` when the file is missing or is not a GGUF."""
     try:
-        with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as m:
-            cursor = _Cursor(m)
-            magic, version, _tensors, n_kv = cursor.unpack("<4sIQQ")
-            if magic != b"GGUF" or version < 2:
-                raise ValueError("no GGUF v2+ header")
-            return {cursor.string().decode(): cursor.value() for _ in range(n_kv)}
+        found = typed_metadata(path)
     except FileNotFoundError:
         raise ModelError(f"{path}: no such file; pass the path of a GGUF file") from None
-    except (OSError, ValueError, KeyError, struct.error) as error:
+    except (OSError, ValueError) as error:
         raise ModelError(f"{path}: not a readable GGUF file ({error}); pass a GGUF file") from None
+    return {
+        key: (value, GGUFValueType(kind), None if item is None else GGUFValueType(item))
+        for key, (value, kind, item) in found.items()
+    }
 
 
 def load_vocab(path: Path) -> dict[str, KV]:

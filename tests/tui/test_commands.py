@@ -18,6 +18,7 @@ from tui_helpers import (
     tree_lines,
 )
 
+from repoctx.model.choice import EMBEDDED_FILE
 from tui.context_pane import ContextPane
 from tui.conversation import AnswerView
 from tui.help_screen import HelpScreen
@@ -135,7 +136,7 @@ def test_clear_save_and_help(shop: Path, tmp_path: Path, make_app: MakeApp) -> N
     heading = re.search(r"^## Question · (\d{4}-\d\d-\d\d \d\d:\d\d)$", saved, re.MULTILINE)
     assert heading is not None
     assert saved == (
-        "# What does total do?\n\nRepositories: shop  \nModel: SmolLM2-135M-Instruct.Q4_1.gguf\n\n"
+        f"# What does total do?\n\nRepositories: shop  \nModel: {EMBEDDED_FILE}\n\n"
         f"{heading[0]}\n\nWhat does total do?\n\n## Answer\n\n{ANSWER}\n"
     )
 
