@@ -232,7 +232,8 @@ def _read_range(fd: int, view: memoryview, start: int, end: int) -> None:
     while position < end:
         count = os.preadv(fd, [view[position:end]], position)
         if count == 0:
-            raise OSError(f"the state file ends at byte {position:,} of {len(view):,}")
+            size = os.fstat(fd).st_size  # where it ends, whichever reader came upon it
+            raise OSError(f"the state file ends at byte {size:,} of {len(view):,}")
         position += count
 
 
