@@ -48,6 +48,8 @@ def _run_child(
     if done.returncode != 0:
         raise UsageError(f"benchmark process ({mode}) failed:\n{done.stderr[-3000:]}")
     report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    # each process's own figures as it ends, so that a run cut short still shows them
+    print(json.dumps({"process": mode, "tokens": tokens, **report}), file=sys.stderr, flush=True)
     return report
 
 
@@ -77,10 +79,11 @@ def run_case(model: Path, tokens: int, kv: str, flash: bool, bench: Path | None)
         disk = _run_child("disk", model, tokens, kv, flash, scratch)
         cold = _run_child("cold", model, tokens, kv, flash, scratch)
         (scratch / FILE_API_STATE).unlink()  # room on the disk for the edited state
-        edit = _run_child("edit", model, tokens, kv, flash, scratch)
         resident = _resident_pair(model, tokens, kv, flash, scratch)
         sample = min(_IO_SAMPLE_MAX, fresh["state_bytes"])
         limits = {**disk_speed(scratch, sample), **pinned_copy_speed(sample)}
+        print(json.dumps({"limits": limits}), file=sys.stderr, flush=True)
+        edit = _run_child("edit", model, tokens, kv, flash, scratch)
     case.figures.update(_figures(fresh, disk, cold, edit, limits))
     case.figures.update(resident)
     if bench is not None:
