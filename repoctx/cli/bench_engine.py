@@ -69,6 +69,9 @@ def run_case(model: Path, tokens: int, kv: str, flash: bool, bench: Path | None)
     from repoctx.cli.bench_measure import disk_speed, pinned_copy_speed, read_through_page_cache
 
     case = CaseReport(tokens)
+    if bench is not None:  # first: the prefill ratio is the figure a run cut short needs most
+        reference = llama_bench(bench, model, tokens, kv, flash, 2048)
+        print(json.dumps({"llama_bench_tok_s": reference}), file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(
         prefix="repoctx-bench-kv-", dir=os.environ.get("REPOCTX_BENCH_DIR")
     ) as folder:
@@ -87,7 +90,6 @@ def run_case(model: Path, tokens: int, kv: str, flash: bool, bench: Path | None)
     case.figures.update(_figures(fresh, disk, cold, edit, limits))
     case.figures.update(resident)
     if bench is not None:
-        reference = llama_bench(bench, model, tokens, kv, flash, 2048)
         case.figures.update(
             llama_bench_tok_s=reference, prefill_ratio=case.figures["prefill_tok_s"] / reference
         )
