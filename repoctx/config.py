@@ -16,19 +16,24 @@ from repoctx.kv.kvtypes import KV_TYPES, kv_types_text
 from repoctx.model.choice import MODEL_ENV
 
 DEFAULT_REPEAT_PENALTY = 1.1  # on the answer's last tokens: small models loop without it
+DEFAULT_TAIL_TOKENS = 8192  # for files the pack left out, picked for each question
 
 REPO_CONFIG = ".repoctx.toml"
 FORMATS = ("xml", "markdown", "json")
 
 
-__all__ = ["DEFAULT_REPEAT_PENALTY", "FORMATS", "Settings", "load_settings", "user_config_path"]
+__all__ = [
+    "DEFAULT_REPEAT_PENALTY", "DEFAULT_TAIL_TOKENS", "FORMATS", "Settings", "load_settings",
+    "user_config_path",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Settings:
     """Everything a command runs with, from ``load_settings``: the model and how to run it
     (``model``, ``kv_type``, ``flash_attn``), the pack (``budget``, ``reserve``, ``include``,
-    ``exclude``, ``format``, the file rules) and the answer (``max_tokens``, ``temperature``,
+    ``exclude``, ``format``, the file rules), the tail of files the pack left out that each
+    question gets (``tail_tokens``, 0: none) and the answer (``max_tokens``, ``temperature``,
     ``repeat_penalty``). Frozen: change it with ``dataclasses.replace``."""
 
     model: str | None = None
@@ -43,6 +48,7 @@ class Settings:
     max_tokens: int = 1024
     temperature: float = 0.0
     repeat_penalty: float = DEFAULT_REPEAT_PENALTY  # 1.0: off
+    tail_tokens: int = DEFAULT_TAIL_TOKENS  # at most; less where the context has no room
     sources: tuple[str, ...] = ()  # the files that contributed, for `--stats` and errors
 
 
@@ -73,6 +79,7 @@ def load_settings(roots: Sequence[Path], flags: Mapping[str, Any]) -> Settings:
         max_tokens=_optional(merged, "max_tokens", int) or 1024,
         temperature=float(_optional(merged, "temperature", float) or 0.0),
         repeat_penalty=_float_or(merged, "repeat_penalty", DEFAULT_REPEAT_PENALTY),
+        tail_tokens=_int_or(merged, "tail_tokens", DEFAULT_TAIL_TOKENS),
         sources=tuple(source for source, _ in layers if source not in ("environment", "flags")),
     )
     _validate(settings)
@@ -101,7 +108,8 @@ def _flatten(source: str, layer: Mapping[str, Any]) -> dict[str, Any]:
         else:
             flat[key] = value
     known = {"model", "budget", "reserve", "format", "include", "exclude", "rules", "kv_type",
-             "flash_attn", "max_tokens", "temperature", "repeat_penalty"}  # fmt: skip
+             "flash_attn", "max_tokens", "temperature", "repeat_penalty",
+             "tail_tokens"}  # fmt: skip
     unknown = sorted(set(flat) - known)
     if unknown:
         raise ConfigError(f"{source}: unknown setting {unknown[0]!r}; known: {sorted(known)}")
@@ -160,6 +168,11 @@ def _float_or(merged: Mapping[str, Any], key: str, default: float) -> float:
     return default if value is None else float(value)
 
 
+def _int_or(merged: Mapping[str, Any], key: str, default: int) -> int:
+    value = _optional(merged, key, int)
+    return default if value is None else int(value)
+
+
 def _validate(settings: Settings) -> None:
     if settings.format not in FORMATS:
         raise ConfigError(f"format must be one of {', '.join(FORMATS)}, got {settings.format!r}")
@@ -174,6 +187,11 @@ def _validate(settings: Settings) -> None:
     if not 1.0 <= settings.repeat_penalty <= 2.0:
         raise ConfigError(
             f"repeat_penalty must be between 1.0 (off) and 2.0, got {settings.repeat_penalty}"
+        )
+    if settings.tail_tokens < 0:
+        raise ConfigError(
+            f"tail_tokens must be zero (no files added to questions) or more tokens, got "
+            f"{settings.tail_tokens}"
         )
     if settings.reserve is not None and settings.reserve < 0:
         raise ConfigError(f"reserve must be zero or more tokens, got {settings.reserve}")

@@ -3,8 +3,11 @@ one and the editor protocol can list them. Each is one JSON file, written atomic
 
 A conversation keeps when it was started and last saved, when each question was asked and how
 its answer ended (the engine's stop reason: "end", "length", "cancelled", "repetition"), and the
-exclude patterns in use, so that resuming it can pack what it was about again. Files written
-before these were kept (version 1) still read: their times and stop reasons are unknown.
+exclude patterns in use, so that resuming it can pack what it was about again. A question that
+got files the pack left out (``repoctx.pack.tail``) keeps them, as the text the model read and
+their paths: a follow-up builds the same history tokens, so the KV state of the conversation so
+far is reused, and nothing is picked again. Files written before these were kept still read
+(version 1: times and stop reasons unknown; version 2: no files added to questions).
 
 Repeats do not pile up: a conversation saved for the first time that holds one question, the
 same question (spaces aside) as the only question of the latest conversation about the same
@@ -31,7 +34,7 @@ from repoctx.events import EventSink, Notice, ignore_events
 from repoctx.fsutil import atomic_write
 from repoctx.model.prompt import Message
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 REPEAT_WINDOW_S = 30 * 60
 Clock = Callable[[], float]
 
@@ -44,6 +47,7 @@ class Exchange:
     answer: str | None  # None: no answer was kept
     asked: float | None = None  # unix time; None in files from before times were kept
     stop_reason: str = ""  # how the answer ended; "" when not known
+    added: tuple[str, ...] = ()  # the files the pack left out that were added for it
 
     @property
     def stopped(self) -> bool:
@@ -55,6 +59,7 @@ class Exchange:
 class _Asked:
     at: float | None
     stop_reason: str
+    added: tuple[str, ...] = ()
 
 
 @dataclass
@@ -81,10 +86,21 @@ class Conversation:
     def questions(self) -> int:
         return sum(1 for m in self.messages if m.role == "user")
 
-    def add_exchange(self, question: str, answer: str, stop_reason: str, asked: float) -> None:
+    def add_exchange(
+        self,
+        question: str,
+        answer: str,
+        stop_reason: str,
+        asked: float,
+        *,
+        context: str = "",
+        added: Sequence[str] = (),
+    ) -> None:
+        """``context``: what the model read before ``question`` in its turn, the text of the
+        files ``added`` for it."""
         self._asked += [_Asked(None, "")] * (self.questions - len(self._asked))
-        self.messages += [Message("user", question), Message("assistant", answer)]
-        self._asked.append(_Asked(asked, stop_reason))
+        self.messages += [Message("user", question, context), Message("assistant", answer)]
+        self._asked.append(_Asked(asked, stop_reason, tuple(added)))
 
     def exchanges(self) -> list[Exchange]:
         """The questions with their answers, times and stop reasons, in order."""
@@ -95,7 +111,9 @@ class Conversation:
             following = self.messages[index + 1] if index + 1 < len(self.messages) else None
             answer = following.content if following and following.role == "assistant" else None
             asked = self._info(len(found))
-            found.append(Exchange(message.content, answer, asked.at, asked.stop_reason))
+            found.append(
+                Exchange(message.content, answer, asked.at, asked.stop_reason, asked.added)
+            )
         return found
 
     def _info(self, number: int) -> _Asked:
@@ -125,6 +143,8 @@ class Conversation:
                 questions += 1
                 if asked.at is not None:
                     entry["at"] = asked.at
+                if message.context:
+                    entry["tail"] = {"files": list(asked.added), "text": message.context}
             elif message.role == "assistant" and questions:
                 stop_reason = self._info(questions - 1).stop_reason
                 if stop_reason:
@@ -143,11 +163,20 @@ class Conversation:
             model=str(data["model"]),
             created=float(data["created"]),  # type: ignore[arg-type]
             updated=float(data["updated"]),  # type: ignore[arg-type]
-            messages=[Message(str(m["role"]), str(m["content"])) for m in messages],
+            messages=[Message(str(m["role"]), str(m["content"]), _tail(m)[1]) for m in messages],
             exclude=tuple(str(p) for p in exclude) if isinstance(exclude, list) else None,
         )
         conversation._asked = _asked_from_json(messages)
         return conversation
+
+
+def _tail(message: dict[str, object]) -> tuple[tuple[str, ...], str]:
+    """The files added to a question and their text; none in files from before version 3."""
+    tail = message.get("tail")
+    if message.get("role") != "user" or not isinstance(tail, dict):
+        return (), ""
+    files, text = tail.get("files"), tail.get("text")
+    return tuple(str(f) for f in files) if isinstance(files, list) else (), str(text or "")
 
 
 def _asked_from_json(messages: list[dict[str, object]]) -> list[_Asked]:
@@ -155,11 +184,12 @@ def _asked_from_json(messages: list[dict[str, object]]) -> list[_Asked]:
     for message in messages:
         if message["role"] == "user":
             at = message.get("at")
-            asked.append(_Asked(float(at) if isinstance(at, int | float) else None, ""))
+            when = float(at) if isinstance(at, int | float) else None
+            asked.append(_Asked(when, "", _tail(message)[0]))
         elif message["role"] == "assistant" and asked:
             stop_reason = message.get("stop_reason")
             if isinstance(stop_reason, str):
-                asked[-1] = _Asked(asked[-1].at, stop_reason)
+                asked[-1] = _Asked(asked[-1].at, stop_reason, asked[-1].added)
     return asked
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +62,25 @@ class CacheOutcome:
 
 
 @dataclass(frozen=True)
+class TailAdded:
+    """Files that the pack left out for its budget, picked for this question and put after the
+    cached prefix, before the question (``repoctx.pack.tail``): ``files`` in the order they
+    appear; of those, ``named`` are named by the question and ``reduced`` are given as
+    signatures only. They take ``tokens`` of the ``budget`` the question had for them."""
+
+    files: tuple[str, ...]
+    tokens: int
+    budget: int
+    named: tuple[str, ...] = ()
+    reduced: tuple[str, ...] = ()
+
+
+def added_note(files: Sequence[str]) -> str:
+    """How front ends show the files added to a question: ``added for this question: a, b``."""
+    return f"added for this question: {', '.join(files)}"
+
+
+@dataclass(frozen=True)
 class Token:
     """A piece of the answer, as text (complete UTF-8 characters only)."""
 
@@ -82,7 +101,7 @@ class AnswerDone:
     total_s: float
 
 
-Event = Progress | Notice | ModelReady | CacheOutcome | Token | AnswerDone
+Event = Progress | Notice | ModelReady | CacheOutcome | TailAdded | Token | AnswerDone
 EventSink = Callable[[Event], None]
 
 
@@ -91,7 +110,8 @@ def ignore_events(event: Event) -> None:
 
 
 EVENT_TYPES: dict[str, type[Event]] = {
-    kind.__name__: kind for kind in (Progress, Notice, ModelReady, CacheOutcome, Token, AnswerDone)
+    kind.__name__: kind
+    for kind in (Progress, Notice, ModelReady, CacheOutcome, TailAdded, Token, AnswerDone)
 }
 
 
@@ -124,6 +144,10 @@ def event_from_json(record: Mapping[str, Any]) -> Event:
 
 
 def _checked(event: str, name: str, value: Any, expected: Any) -> Any:
+    if typing.get_origin(expected) is tuple:  # tuple[str, ...]: a JSON list of strings
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"{event}.{name} must be a list of strings")
+        return tuple(value)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):

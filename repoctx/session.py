@@ -14,10 +14,11 @@ from repoctx.config import Settings
 from repoctx.conversations import Conversation, ConversationStore
 from repoctx.engine.base import Engine, GenerationOptions
 from repoctx.errors import ConfigError
-from repoctx.events import AnswerDone, CacheOutcome, EventSink, ignore_events
+from repoctx.events import AnswerDone, CacheOutcome, EventSink, TailAdded, ignore_events
 from repoctx.model.modelfile import ModelInfo
 from repoctx.model.prompt import ChatFormat, Message, Prompt, common_prefix
 from repoctx.pack.pipeline import PackResult, build_pack, default_reserve
+from repoctx.pack.tail import Tail, TailPicker
 from repoctx.tokens.count import load_tokenizer
 
 # (model, context tokens needed, events) -> a loaded engine
@@ -53,7 +54,11 @@ class Session:
     """The one place that composes the stages for a set of repositories: ``pack`` (scan,
     dependency order, exact fit), then ``ask`` or ``warm`` through the engine its factory
     opens, in the current conversation (``new_conversation``, ``resume``). Every step reports
-    to an event sink; nothing here prints. ``close`` finishes the engine's saves."""
+    to an event sink; nothing here prints. ``close`` finishes the engine's saves.
+
+    When the pack sheds files for its budget, each question gets the shed files most relevant
+    to it after the pack, before the question (``tail_for``, ``repoctx.pack.tail``); they are
+    kept with the question in the conversation, so a follow-up reads the same history."""
 
     def __init__(
         self,
@@ -81,6 +86,7 @@ class Session:
         self._format_model = ""
         self.conversation: Conversation | None = None
         self._base_exclude = settings.exclude  # what a resumed conversation's patterns add to
+        self._tails: TailPicker | None = None  # for the pack in ``result``
         self._lock = threading.Lock()
 
     # -- the pack -----------------------------------------------------------------------------
@@ -155,12 +161,45 @@ class Session:
 
     # -- questions ----------------------------------------------------------------------------
 
-    def prompt_for(self, question: str) -> Prompt:
+    def prompt_for(self, question: str, tail: Tail | None = None) -> Prompt:
+        """The prompt that asks ``question`` in the current conversation, with the files of
+        ``tail`` before it in its turn (the earlier questions' own tails are in the history)."""
         result = self.result or self.pack()
         assert self._format is not None
         history = self.conversation.messages if self.conversation else []
-        prompt = self._format.build(result.pack.text, [*history, Message("user", question)])
+        asking = Message("user", question, tail.text if tail is not None else "")
+        prompt = self._format.build(result.pack.text, [*history, asking])
         return dataclasses.replace(prompt, repositories=self._repositories())
+
+    def tail_for(self, question: str, prompt_tokens: int | None = None) -> Tail | None:
+        """The files the pack left out that ``question`` would get now, within
+        ``tail_budget``; None when the pack shed nothing or nothing shed fits or is about it.
+        ``prompt_tokens``: of the prompt without them, when known."""
+        if self.result is None:
+            self.pack()
+        if prompt_tokens is None:
+            prompt_tokens = len(self.prompt_for(question))
+        budget = self.tail_budget(prompt_tokens)
+        if budget <= 0:
+            return None
+        return self._picker().pick(question, budget)
+
+    def tail_budget(self, prompt_tokens: int) -> int:
+        """Tokens for the files added to a question whose prompt has ``prompt_tokens`` without
+        them: ``tail_tokens`` at most, and only what the context kept for the conversation
+        leaves beside that prompt and the longest answer."""
+        wanted = self.settings.tail_tokens
+        context = self._context_tokens()
+        if context is None or wanted <= 0:
+            return max(0, wanted)
+        return max(0, min(wanted, context - prompt_tokens - self.generation.max_tokens))
+
+    def _picker(self) -> TailPicker:
+        assert self.result is not None and self._format is not None
+        if self._tails is None or self._tails.result is not self.result:
+            cache = self.cache if self.cache is not None else ContentCache.memory()
+            self._tails = TailPicker(self.result, self._format.tokenizer, cache)
+        return self._tails
 
     def _repositories(self) -> tuple[str, ...]:
         """The roots as absolute paths: what the engine's saved states record."""
@@ -173,16 +212,22 @@ class Session:
         cancel: threading.Event | None = None,
     ) -> AnswerDone:
         """Answer ``question`` in the current conversation (a new one if none), streaming
-        events; the exchange is saved to the conversation even when stopped early."""
+        events, with the files the pack left out that it is about before it (``tail_for``,
+        reported as ``TailAdded``); the exchange, those files included, is saved to the
+        conversation even when stopped early."""
         with self._lock:
             asked = self.store.clock()
             if self.result is None:
                 self.pack(on_event)
             assert self.result is not None
             prompt = self.prompt_for(question)
+            tail = self.tail_for(question, len(prompt))
+            if tail is not None:
+                prompt = self.prompt_for(question, tail)
+                on_event(TailAdded(tail.files, tail.tokens, tail.budget, tail.named, tail.reduced))
             engine = self._engine_for(len(prompt) + self.generation.max_tokens, on_event)
             done = engine.answer(prompt, self.generation, on_event, cancel or threading.Event())
-            self._remember(question, done, asked)
+            self._remember(question, done, asked, tail)
             on_event(done)
             engine.housekeep()  # the answer is out: now copy its state away to be saved
             return done
@@ -193,7 +238,8 @@ class Session:
         """Load the model and bring the pack and the conversation so far into its context
         (restored from disk, or prefilled and saved), so that the next question only pays for
         its own tokens. After an edit, only the tail from the first changed file is evaluated.
-        None when cancelled."""
+        Then the files the pack left out are indexed for the next question's tail. None when
+        cancelled."""
         with self._lock:
             if self.result is None:
                 self.pack(on_event)
@@ -203,6 +249,8 @@ class Session:
             engine = self._engine_for(len(one) + self.generation.max_tokens, on_event)
             outcome = engine.prefill(prompt, on_event, cancel or threading.Event())
             engine.housekeep()
+            if outcome is not None and self.settings.tail_tokens > 0:
+                self._picker().index()  # the terms of the files left out, for the question
             return outcome
 
     def _engine_for(self, needed: int, on_event: EventSink) -> Engine:
@@ -215,17 +263,37 @@ class Session:
                 grown = max(needed, self.engine.ready.n_ctx * 3 // 2)
                 self.engine.fit(min(trained, _round_up(grown, 256)), on_event)
             return self.engine
-        # room for a conversation of a few answers (and an editor's selections) on the pack
-        spare = max(default_reserve(trained), 4 * self.generation.max_tokens)
-        n_ctx = min(trained, _round_up(max(needed, self.result.pack.tokens + spare), 256))
+        n_ctx = min(trained, _round_up(max(needed, self._pack_and_room(trained)), 256))
         self.engine = self.engine_factory(self.result.model, n_ctx, on_event)
         return self.engine
 
-    def _remember(self, question: str, done: AnswerDone, asked: float) -> None:
+    def _pack_and_room(self, trained: int) -> int:
+        """The pack, and room for a conversation of a few answers (an editor's selections, the
+        files added to questions) on it."""
+        assert self.result is not None
+        spare = max(default_reserve(trained), 4 * self.generation.max_tokens)
+        return self.result.pack.tokens + spare
+
+    def _context_tokens(self) -> int | None:
+        """The context that the engine has, or is first opened with, for the pack (None: the
+        model does not say how long its context is)."""
+        assert self.result is not None
+        trained = self.result.model.context_length
+        if not trained:
+            return None
+        opened = min(trained, _round_up(self._pack_and_room(trained), 256))
+        if self.engine is not None:
+            return max(opened, min(trained, self.engine.ready.n_ctx))
+        return opened
+
+    def _remember(self, question: str, done: AnswerDone, asked: float, tail: Tail | None) -> None:
         if self.conversation is None:
             self.new_conversation()
         assert self.conversation is not None
-        self.conversation.add_exchange(question, done.text, done.stop_reason, asked)
+        context, added = (tail.text, tail.files) if tail is not None else ("", ())
+        self.conversation.add_exchange(
+            question, done.text, done.stop_reason, asked, context=context, added=added
+        )
         self.conversation.exclude = self.settings.exclude
         self.store.save(self.conversation)
 

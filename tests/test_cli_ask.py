@@ -209,6 +209,28 @@ def test_json_emits_the_event_stream(shop: Path) -> None:
     assert "".join(r["text"] for r in records if r["event"] == "Token") == SCRIPTED
 
 
+def test_a_question_gets_the_files_it_names_that_the_pack_left_out(make_repo: MakeRepo) -> None:
+    report = "".join(
+        f"def report_line_{i}(sales):\n    return sales[{i}] * {i}\n\n\n" for i in range(40)
+    )
+    repo = make_repo({**FILES, "shop/report.py": report}, name="shop")
+    question = "What does shop/report.py compute?"
+    done = ask("--budget", "200", str(repo), question)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == SCRIPTED + "\n"
+    assert "added for this question: shop/shop/report.py (" in done.stderr
+    records = json_lines(ask("--budget", "200", "--json", str(repo), question).stdout)
+    (tail,) = [r for r in records if r["event"] == "TailAdded"]
+    assert tail["files"] == tail["named"] == ["shop/shop/report.py"]
+    assert 0 < tail["tokens"] <= tail["budget"]
+    kinds = [r["event"] for r in records]
+    assert kinds.index("TailAdded") < kinds.index("CacheOutcome")
+    off = ask("--budget", "200", "--tail-tokens", "0", str(repo), question)
+    assert off.returncode == 0 and "added for this question" not in off.stderr
+    whole = ask(str(repo), question)
+    assert whole.returncode == 0 and "added for this question" not in whole.stderr, "it fits"
+
+
 # -- Ctrl-C -------------------------------------------------------------------------------------
 
 

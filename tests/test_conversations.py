@@ -1,6 +1,6 @@
-"""Conversations on disk: times and stop reasons of each exchange, exclude patterns, files from
-before they were kept, repeated questions that take the place of the one they repeat, and
-deleting."""
+"""Conversations on disk: times and stop reasons of each exchange, exclude patterns, the files
+added to a question, files from before they were kept, repeated questions that take the place of
+the one they repeat, and deleting."""
 
 from __future__ import annotations
 
@@ -106,6 +106,54 @@ def test_files_from_before_times_were_kept_still_read(tmp_path: Path) -> None:
         Exchange("Why?", "!", None, ""),
         Exchange("And?", "So.", START + 5, "length"),
     ]
+
+
+def test_files_added_to_a_question_are_kept_with_it(
+    store: ConversationStore, tmp_path: Path
+) -> None:
+    conversation = store.new([tmp_path], "m.gguf")
+    tail = 'Left out, picked:\n<file path="p/a.py">\nx = 1\n</file>\n'
+    conversation.add_exchange("What is x?", "1", "end", START, context=tail, added=["p/a.py"])
+    conversation.add_exchange("And y?", "2", "end", START + 1)
+    store.save(conversation)
+
+    (saved,) = (store.root / roots_key([tmp_path])).glob("*.json")
+    data = json.loads(saved.read_text(encoding="utf-8"))
+    assert data["version"] == 3
+    assert data["messages"][0]["tail"] == {"files": ["p/a.py"], "text": tail}
+    assert data["messages"][0]["content"] == "What is x?", "the question as asked"
+    assert "tail" not in data["messages"][2]
+    (loaded,) = store.list([tmp_path])
+    assert loaded.messages[0] == Message("user", "What is x?", tail)
+    assert loaded.messages[2] == Message("user", "And y?")
+    assert [e.added for e in loaded.exchanges()] == [("p/a.py",), ()]
+    assert loaded.title == "What is x?"
+
+
+def test_files_from_before_tails_were_kept_still_read(tmp_path: Path) -> None:
+    store = ConversationStore(tmp_path / "conversations")
+    repo = tmp_path / "repo"
+    folder = store.root / roots_key([repo])
+    folder.mkdir(parents=True)
+    version_2 = {
+        "version": 2,
+        "id": "0123456789abcdef",
+        "roots": [str(repo.resolve())],
+        "model": "m.gguf",
+        "created": START,
+        "updated": START + 9,
+        "exclude": ["/tests/"],
+        "messages": [
+            {"role": "user", "content": "Why?", "at": START},
+            {"role": "assistant", "content": "!", "stop_reason": "length"},
+        ],
+    }
+    (folder / "0123456789abcdef.json").write_text(json.dumps(version_2), encoding="utf-8")
+
+    (loaded,) = store.list([repo])
+    assert loaded.exchanges() == [Exchange("Why?", "!", START, "length", ())]
+    assert loaded.messages == [Message("user", "Why?"), Message("assistant", "!")]
+    assert loaded.exclude == ("/tests/",)
 
 
 def test_messages_set_directly_read_as_exchanges_of_unknown_time() -> None:

@@ -264,6 +264,35 @@ def test_editor_context_goes_into_the_question(repo: Path, spawn: Callable[..., 
     assert client.finish() == 0
 
 
+def test_a_question_gets_the_files_it_names_that_the_pack_left_out(
+    make_repo: MakeRepo, spawn: Callable[..., Client]
+) -> None:
+    report = "".join(
+        f"def report_line_{i}(sales):\n    return sales[{i}] * {i}\n\n\n" for i in range(40)
+    )
+    repo = make_repo({**FILES, "app/report.py": report}, name="shop")
+    client = spawn()
+    hello = client.call("initialize", {"protocolVersion": 1})
+    assert "$/tail" in hello["capabilities"]["notifications"]
+    stats = client.call("context/open", {"roots": [str(repo)], "budget": 200})
+    assert stats["omitted"] >= 1
+    asked = client.request("ask", {"question": "What does app/report.py compute?"})
+    answer = client.response(asked)["result"]
+    tail = answer["tail"]
+    assert tail["files"] == tail["named"] == ["shop/app/report.py"] and tail["reduced"] == []
+    assert 0 < tail["tokens"] <= tail["budget"]
+    (note,) = client.notes("$/tail", asked)
+    assert note == {"id": asked, **tail}
+    stored = ConversationStore().get([repo], answer["conversationId"])
+    assert stored is not None and stored.exchanges()[0].added == ("shop/app/report.py",)
+    assert stored.messages[0].content == "What does app/report.py compute?"
+    follow = client.call("ask", {"question": "Where is main?", "conversationId": stored.id})
+    assert follow["tail"] is None, "nothing left out is about it"
+    assert follow["cache"]["restoredTokens"] >= answer["promptTokens"], "the first turn is kept"
+    client.close_stdin()
+    assert client.finish() == 0
+
+
 def test_compose_question_forms() -> None:
     roots = [Path("/nowhere/proj")]
     assert compose_question("Q?", None, roots) == "Q?"

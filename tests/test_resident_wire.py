@@ -24,6 +24,7 @@ from repoctx.events import (
     ModelReady,
     Notice,
     Progress,
+    TailAdded,
     Token,
     event_from_json,
     event_to_json,
@@ -46,6 +47,7 @@ EVERY_EVENT: list[Event] = [
     Notice("a cache was rebuilt", "info"),
     ModelReady("model.gguf", 8192, "q8_0", "GPU (NVIDIA H200, 139 GiB)", True, 32),
     CacheOutcome("disk", 1000, 24, 0.25, 1024),
+    TailAdded(("p/a.py", "p/b.py"), 1200, 8192, named=("p/a.py",), reduced=("p/b.py",)),
     Token("héllo ✓"),
     AnswerDone("the answer", "length", 1024, 12, 0.5, 1.5),
 ]
@@ -129,6 +131,8 @@ def test_every_event_goes_to_json_and_back(event: Event) -> None:
         ({"event": "Progress", "stage": "x", "done": "1", "total": 2}, "Progress.done must be"),
         ({"event": "ModelReady", "model": "m", "n_ctx": 1, "kv_type": "f16", "device": "CPU",
           "flash_attn": 1, "gpu_layers": 0}, "ModelReady.flash_attn must be bool"),
+        ({"event": "TailAdded", "files": "a.py", "tokens": 1, "budget": 2},
+         "TailAdded.files must be a list of strings"),
     ],
 )  # fmt: skip
 def test_unknown_events_and_fields_are_refused(record: dict[str, object], expected: str) -> None:

@@ -21,7 +21,7 @@ from textual.reactive import reactive
 from textual.widgets import Footer, Input
 
 from repoctx.errors import RepoctxError
-from repoctx.events import AnswerDone, Notice, Token
+from repoctx.events import AnswerDone, Notice, TailAdded, Token
 from repoctx.session import Session
 from tui.commands import ChatCommands
 from tui.context_pane import ContextPane
@@ -236,6 +236,8 @@ class RepoctxApp(App[None]):
         elif isinstance(event, Notice):
             warning = event.level == "warning"
             self.notify(event.message, severity="warning" if warning else "information", timeout=8)
+        elif isinstance(event, TailAdded):
+            await self.query_one(ConversationView).added(event.files)
         else:
             self.query_one(StatusLine).apply(event, message.at)
 

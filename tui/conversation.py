@@ -1,7 +1,8 @@
 """The conversation pane: questions, and answers streamed as Markdown. It stays scrolled to the
 newest text until the user scrolls up (and again once they scroll back to the end); clicking a
 code block copies it. An answer that did not end by itself is marked ([stopped], ...), also when
-the conversation is resumed, and a code fence it left open is closed."""
+the conversation is resumed, and a code fence it left open is closed. A question that got files
+the pack left out says which under it."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from textual.widgets import Markdown, Static
 from textual.widgets.markdown import MarkdownFence, MarkdownStream
 
 from repoctx.conversations import Exchange
-from repoctx.events import AnswerDone
+from repoctx.events import AnswerDone, added_note
 from tui.transcript import CodeBlock, close_fences, code_blocks, stop_mark
 
 STOP_NOTES = {"cancelled": "what was written so far is kept"}
@@ -32,6 +33,13 @@ class QuestionView(Static):
 
     def __init__(self, text: str) -> None:
         super().__init__(text, markup=False, classes="question")
+
+
+class AddedView(Static):
+    """The files the pack left out that were added to the question above."""
+
+    def __init__(self, files: Sequence[str]) -> None:
+        super().__init__(added_note(files), markup=False, classes="question-added")
 
 
 class AnswerView(Vertical):
@@ -108,12 +116,20 @@ class ConversationView(VerticalScroll):
         self.anchor()
         return answer
 
+    async def added(self, files: Sequence[str]) -> None:
+        """Say under the latest question which files were added to it."""
+        answers = self.answers
+        if answers:
+            await self.mount(AddedView(files), before=answers[-1])
+
     async def show(self, exchanges: Sequence[Exchange]) -> None:
         """Replace what is shown with ``exchanges`` (a resumed or a new conversation)."""
-        await self.query("QuestionView, AnswerView").remove()
-        views: list[QuestionView | AnswerView] = []
+        await self.query("QuestionView, AddedView, AnswerView").remove()
+        views: list[QuestionView | AddedView | AnswerView] = []
         for exchange in exchanges:
             views.append(QuestionView(exchange.question))
+            if exchange.added:
+                views.append(AddedView(exchange.added))
             if exchange.answer is not None:
                 views.append(AnswerView(exchange.answer, exchange.stop_reason))
         self.welcome.display = not views

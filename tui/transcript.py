@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from markdown_it import MarkdownIt
 
 from repoctx.conversations import Exchange
+from repoctx.events import added_note
 
 STOP_MARKS = {
     "cancelled": "[stopped]",
@@ -86,12 +87,14 @@ def transcript(
     title: str, repositories: Sequence[str], model: str, exchanges: Sequence[Exchange]
 ) -> str:
     """The conversation as a Markdown document: questions and answers under headings, with
-    the time of each question; a stopped answer has its open code fence closed and is
-    marked."""
+    the time of each question and the files the pack left out that were added to it (named,
+    not copied); a stopped answer has its open code fence closed and is marked."""
     lines = [f"# {title}", "", f"Repositories: {', '.join(repositories)}  ", f"Model: {model}", ""]
     for exchange in exchanges:
         asked = f" · {clock_time(exchange.asked)}" if exchange.asked is not None else ""
         lines += [f"## Question{asked}", "", exchange.question.strip(), ""]
+        if exchange.added:
+            lines += [f"*{added_note(exchange.added)}*", ""]
         if exchange.answer is None:
             continue
         answer = close_fences(exchange.answer.strip())

@@ -1,7 +1,8 @@
 """Rendering core events on stderr with rich: progress bars that appear only when work lasts
-more than a second (with tokens/s and time left for the prefill), one-line cache outcomes, and
-notices as warning lines. When stderr is not a terminal (a pipe, a log file), progress comes as
-plain lines instead, a few per stage (``PlainProgress``), and no line is wrapped."""
+more than a second (with tokens/s and time left for the prefill), one-line cache outcomes and
+files added to the question, and notices as warning lines. When stderr is not a terminal (a
+pipe, a log file), progress comes as plain lines instead, a few per stage (``PlainProgress``),
+and no line is wrapped."""
 
 from __future__ import annotations
 
@@ -24,7 +25,15 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from repoctx.events import AnswerDone, CacheOutcome, Event, ModelReady, Notice
+from repoctx.events import (
+    AnswerDone,
+    CacheOutcome,
+    Event,
+    ModelReady,
+    Notice,
+    TailAdded,
+    added_note,
+)
 from repoctx.events import Progress as ProgressEvent
 
 STAGE_LABELS = {
@@ -60,6 +69,13 @@ def describe_outcome(outcome: CacheOutcome) -> str:
         f"restored {outcome.restored_tokens:,} tokens {where} in {outcome.restore_s:.1f} s; "
         f"evaluated {outcome.evaluated_tokens:,}"
     )
+
+
+def describe_tail(tail: TailAdded) -> str:
+    """``added for this question: a.py, big.py (signatures) (3,120 tokens, left out of the
+    pack)``."""
+    files = [f"{key} (signatures)" if key in tail.reduced else key for key in tail.files]
+    return f"{added_note(files)} ({tail.tokens:,} tokens, left out of the pack)"
 
 
 STOP_NOTES = {
@@ -218,6 +234,9 @@ class StderrEvents:
         elif isinstance(event, CacheOutcome):
             self.stop()
             self._line(describe_outcome(event), style="dim")
+        elif isinstance(event, TailAdded):
+            self.stop()
+            self._line(describe_tail(event), style="dim")
         elif isinstance(event, ModelReady):
             self._line(describe_model(event), style="dim")
 

@@ -145,6 +145,15 @@ def engine_options(function: F) -> F:
     return function
 
 
+tail_option = click.option(
+    "--tail-tokens",
+    type=int,
+    metavar="N",
+    help="When the pack leaves files out, add those a question is about before it, up to N "
+    "tokens (default 8192; 0: never).",
+)
+
+
 @cli.command(context_settings={"ignore_unknown_options": False})
 @click.argument("arguments", nargs=-1, required=True)
 @click.option("--include", multiple=True, metavar="GLOB", help="Pack only matching files.")
@@ -157,6 +166,7 @@ def engine_options(function: F) -> F:
     help=f"GGUF file, or a name `repoctx models list` shows (default: embedded {EMBEDDED_NAME}).",
 )
 @engine_options
+@tail_option
 @click.option(
     "-c",
     "--continue",
@@ -177,6 +187,7 @@ def ask(arguments: tuple[str, ...], as_json: bool, continue_: bool, **flags: Any
 
 @cli.command()
 @pack_options
+@tail_option
 @click.option(
     "--watch/--no-watch",
     default=None,

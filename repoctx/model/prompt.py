@@ -26,8 +26,12 @@ _SENTINEL = "\x00repoctx-content-{}\x00"
 
 @dataclass(frozen=True)
 class Message:
+    """One turn. ``context`` is text the model reads before ``content`` in the same turn (the
+    files picked for a question: ``repoctx.pack.tail``), not what the user wrote."""
+
     role: str  # "user" or "assistant"
     content: str
+    context: str = ""
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,7 @@ class ChatFormat:
     def build(self, pack_text: str, messages: Sequence[Message]) -> Prompt:
         """Token ids of the system turn holding ``pack_text``, then ``messages``, then the
         assistant's header (the last message is the user's question)."""
-        contents = [pack_text, *(m.content for m in messages)]
+        contents = [pack_text, *(m.context + m.content for m in messages)]
         shaped = [
             {"role": role, "content": _SENTINEL.format(i)}
             for i, role in enumerate(["system", *(m.role for m in messages)])

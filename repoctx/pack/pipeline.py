@@ -167,6 +167,23 @@ def _fit_whole_text(inputs: PackInputs, budget: int, pack: Pack, tokenizer: Toke
     raise BudgetTooSmallError(budget, exact)
 
 
+def file_segments(
+    files: Sequence[SourceFile],
+    format: str,
+    tokenizer: Tokenizer,
+    cache: ContentCache,
+    model_path: Path,
+    *,
+    reduced: bool = False,
+) -> dict[str, Segment]:
+    """``files`` rendered as the pack renders them in ``format``, whole or as signatures (a
+    file without a language has none), with their token counts: from the cache where the pack
+    counted them, by key."""
+    renderer = RENDERERS.get(format, RENDERERS[FITTED_FORMAT])
+    counter = _SegmentCounter(tokenizer, cache, renderer, ignore_events, model_path)
+    return counter.reduced_segments(list(files)) if reduced else counter.full_segments(files)
+
+
 class _TextCounts:
     """Token counts of the texts around the files (header, footer, the names of dropped
     files), kept in the cache per tokenizer, format and roots, text by text, so that a run

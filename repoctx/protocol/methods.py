@@ -12,7 +12,16 @@ from typing import Any
 
 from repoctx.config import Settings, load_settings
 from repoctx.conversations import ConversationStore
-from repoctx.events import CacheOutcome, Event, EventSink, ModelReady, Notice, Progress, Token
+from repoctx.events import (
+    CacheOutcome,
+    Event,
+    EventSink,
+    ModelReady,
+    Notice,
+    Progress,
+    TailAdded,
+    Token,
+)
 from repoctx.pack.pipeline import PackResult
 from repoctx.paths import user_path
 from repoctx.protocol.params import EditorContext, Params, compose_question
@@ -110,10 +119,24 @@ def _changed_files(old: PackResult, new: PackResult) -> int:
     return sum(before.get(key) != blob for key, blob in after.items()) + len(before.keys() - after)
 
 
-def event_sink(send: Send, request_id: RequestId) -> tuple[EventSink, list[CacheOutcome]]:
-    """Events of one request as notifications carrying its id; the cache outcome is kept for
-    the result."""
-    outcomes: list[CacheOutcome] = []
+@dataclass
+class Kept:
+    """What a request's result reports of its events: the cache outcomes, the files added."""
+
+    outcomes: list[CacheOutcome]
+    tails: list[TailAdded]
+
+    def outcome(self) -> CacheOutcome | None:
+        return self.outcomes[-1] if self.outcomes else None
+
+    def tail(self) -> TailAdded | None:
+        return self.tails[-1] if self.tails else None
+
+
+def event_sink(send: Send, request_id: RequestId) -> tuple[EventSink, Kept]:
+    """Events of one request as notifications carrying its id; the cache outcome and the
+    files added to the question are kept for the result."""
+    kept = Kept([], [])
 
     def sink(event: Event) -> None:
         if isinstance(event, Token):
@@ -126,10 +149,13 @@ def event_sink(send: Send, request_id: RequestId) -> tuple[EventSink, list[Cache
             send(notification("$/notice", {"id": request_id, **fields}))
         elif isinstance(event, ModelReady):
             send(notification("$/model", {"id": request_id, **model_json(event)}))
+        elif isinstance(event, TailAdded):
+            kept.tails.append(event)
+            send(notification("$/tail", {"id": request_id, **tail_json(event)}))
         elif isinstance(event, CacheOutcome):
-            outcomes.append(event)
+            kept.outcomes.append(event)
 
-    return sink, outcomes
+    return sink, kept
 
 
 def model_json(ready: ModelReady) -> JsonObject:
@@ -140,6 +166,16 @@ def model_json(ready: ModelReady) -> JsonObject:
         "device": ready.device,
         "flashAttn": ready.flash_attn,
         "gpuLayers": ready.gpu_layers,
+    }
+
+
+def tail_json(tail: TailAdded) -> JsonObject:
+    return {
+        "files": list(tail.files),
+        "named": list(tail.named),
+        "reduced": list(tail.reduced),
+        "tokens": tail.tokens,
+        "budget": tail.budget,
     }
 
 
@@ -220,8 +256,9 @@ class Workspace:
                 {"parameter": "conversationId"},
             )
         question = compose_question(args.question, args.context, session.roots)
-        sink, outcomes = event_sink(self.send, request_id)
+        sink, kept = event_sink(self.send, request_id)
         done = session.ask(question, sink, cancel)
+        tail = kept.tail()
         assert session.conversation is not None
         return {
             "text": done.text,
@@ -231,7 +268,8 @@ class Workspace:
             "generatedTokens": done.generated_tokens,
             "firstTokenS": done.first_token_s,
             "totalS": done.total_s,
-            "cache": cache_json(outcomes[-1] if outcomes else None),
+            "cache": cache_json(kept.outcome()),
+            "tail": tail_json(tail) if tail is not None else None,
             "model": model_json(session.engine.ready) if session.engine else None,
         }
 

@@ -55,7 +55,7 @@ from repoctx.protocol.rpc import (
 log = logging.getLogger("repoctx.protocol")
 
 PROTOCOL_VERSION = 1
-NOTIFICATIONS = ("$/progress", "$/token", "$/notice", "$/model")
+NOTIFICATIONS = ("$/progress", "$/token", "$/notice", "$/model", "$/tail")
 FINISH_TIMEOUT_S = 10.0
 
 
