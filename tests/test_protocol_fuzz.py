@@ -154,6 +154,15 @@ def fixed_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return repo
 
 
+class FixedRootSession(Session):
+    """A session that keeps its repository whatever roots a later ``context/open`` names (the
+    server reuses the session of the same model): a fuzzed root such as ``~`` must not make the
+    test pack the home folder."""
+
+    def set_roots(self, roots: Sequence[Path]) -> None:
+        super().set_roots(self.roots)
+
+
 class Harness:
     """A server in process, fed the way ``serve_stdio`` feeds it."""
 
@@ -163,7 +172,9 @@ class Harness:
 
         def factory(roots: Sequence[Path], config: Settings, store: ConversationStore) -> Session:
             engine = FakeEngine(answers=("fuzzed answer",))
-            return Session([repo], config, engine_factory=lambda *_: engine, conversations=store)
+            return FixedRootSession(
+                [repo], config, engine_factory=lambda *_: engine, conversations=store
+            )
 
         self.server = Server(self.send, {"model": None}, session_factory=factory)
         self.server.initialized = initialized
