@@ -4,8 +4,10 @@ in temporary folders."""
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 from repo_helpers import MakeRepo, git, stop_resident_engines_under, write_files
@@ -62,3 +64,19 @@ def make_repo(tmp_path: Path) -> MakeRepo:
         return repo
 
     return make
+
+
+@pytest.fixture
+def host_allocations(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the threads that allocate host buffers for KV states from now on."""
+    from repoctx.engine import hostmem
+
+    made: list[str] = []
+    real = hostmem.allocate
+
+    def counted(size: int, buffer_type: int | None) -> Any:
+        made.append(threading.current_thread().name)
+        return real(size, buffer_type)
+
+    monkeypatch.setattr(hostmem, "allocate", counted)
+    return made

@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 from repo_helpers import LLAMA3_VOCAB, Events
 
-from repoctx.engine import hostmem
 from repoctx.engine.base import GenerationOptions
 from repoctx.engine.llama import SAVE_AFTER_TOKENS, LlamaEngine
 from repoctx.engine.native import NativeModel
@@ -164,20 +163,13 @@ def test_a_restored_state_stays_in_host_memory(model: ModelInfo, tmp_path: Path)
 
 
 def test_the_latest_state_s_buffer_is_allocated_while_the_model_loads(
-    model: ModelInfo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    model: ModelInfo, tmp_path: Path, host_allocations: list[str]
 ) -> None:
     """Page-locking gigabytes takes about a second per 10 GB: the buffer of the latest saved
     state is allocated in the background while the model loads, so the restore that follows
     allocates nothing in its path. A new state's buffer is allocated when it is copied out,
     after the answer (never beside a prefill, which it would stall)."""
-    made: list[str] = []
-    real = hostmem.allocate
-
-    def counted(size: int, buffer_type: int | None) -> hostmem.HostBuffer:
-        made.append(threading.current_thread().name)
-        return real(size, buffer_type)
-
-    monkeypatch.setattr(hostmem, "allocate", counted)
+    made = host_allocations
     root = tmp_path / "kv"
     engine = open_engine(model, root, Events())
     try:

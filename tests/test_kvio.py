@@ -8,12 +8,10 @@ import llama_cpp  # isort: skip  # before numpy, as the engine does
 
 import errno
 import os
-import threading
 from pathlib import Path
 
 import pytest
 
-from repoctx.engine import hostmem
 from repoctx.engine.hostmem import HostPool, allocate, pinned_buffer_type
 from repoctx.kv import io as kvio
 
@@ -167,18 +165,11 @@ def test_the_pool_hands_freed_buffers_out_again_within_its_cap() -> None:
 
 
 def test_a_reserved_buffer_is_allocated_in_the_background_and_taken(
-    monkeypatch: pytest.MonkeyPatch,
+    host_allocations: list[str],
 ) -> None:
     """``reserve`` page-locks ahead of time in a thread of its own; the ``take`` that comes
     next waits for it, if it must, and allocates nothing itself."""
-    made: list[str] = []
-    real = hostmem.allocate
-
-    def counted(size: int, buffer_type: int | None) -> hostmem.HostBuffer:
-        made.append(threading.current_thread().name)
-        return real(size, buffer_type)
-
-    monkeypatch.setattr(hostmem, "allocate", counted)
+    made = host_allocations
     pool = HostPool(cap_bytes=16 << 20, buffer_type=None)
     pool.reserve(5 << 20)
     pool.reserve(5 << 20)  # one reservation at a time
