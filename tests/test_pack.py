@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import io
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
-from repo_helpers import LLAMA3_VOCAB, MakeRepo, git, write_files
+from repo_helpers import LLAMA3_VOCAB, Events, MakeRepo, git, write_files
 from rich.console import Console
 
 from repoctx.cache import ContentCache
 from repoctx.cli.pack import pack_json, print_stats
 from repoctx.config import FORMATS, Settings
+from repoctx.deps import resolve
 from repoctx.deps.graph import backward_violations
 from repoctx.errors import BudgetTooSmallError, NothingToPackError, UsageError
+from repoctx.model.modelfile import Vocabulary, read_model_info
 from repoctx.pack.pipeline import PackResult, build_pack
 from repoctx.scan.snapshot import FileKind
+from repoctx.tokens import bperanks
+from repoctx.tokens import count as tokens
 from repoctx.tokens.count import load_tokenizer
 
 APP = {
@@ -442,3 +449,109 @@ def test_tracked_files_in_a_build_folder_are_packed_as_generated_and_stats_say_s
             "as proj/doc/build/conf.py, proj/doc/build/index.rst, are kept as generated files, "
             f"the first shed over budget: {packed} of them packed"
         ) in text.getvalue()
+
+
+GPT2_VOCAB = LLAMA3_VOCAB.with_name("ggml-vocab-gpt-2.gguf")
+
+
+def _first_sight(home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A REPOCTX_HOME that has seen no vocabulary, on two cores. Returns the file where each
+    derivation of ranks writes the id of the process that ran it."""
+    monkeypatch.setenv("REPOCTX_HOME", str(home))
+    monkeypatch.setattr(tokens, "_TOKENIZERS", {})
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    log = home.parent / "derived-in"
+    derive = bperanks.derive_ranks
+
+    def logged(vocab: Vocabulary) -> bperanks.Ranks:
+        with log.open("a") as handle:
+            handle.write(f"{os.getpid()}\n")
+        return derive(vocab)
+
+    monkeypatch.setattr(bperanks, "derive_ranks", logged)
+    return log
+
+
+def _gpt2_cache(home: Path) -> Path:
+    fingerprint = read_model_info(GPT2_VOCAB).vocab_fingerprint
+    return home / "cache" / "tokenizers" / f"{fingerprint}.ranks"
+
+
+@pytest.mark.parametrize("pooled", [False, True])
+def test_first_sight_of_a_vocabulary_derives_its_tokenizer_in_a_worker(
+    make_repo: MakeRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pooled: bool
+) -> None:
+    """The first pack with a vocabulary this machine has not seen derives its tokenizer in a
+    worker process while the scan runs (imports then parse here, or in the workers too), stores
+    it, and counts what a tokenizer loaded from the cache counts."""
+    log = _first_sight(tmp_path / "home", monkeypatch)
+    if pooled:
+        monkeypatch.setattr(resolve, "_PARALLEL_MIN_BYTES", 0)
+    repo = make_repo(APP)
+    events = Events()
+    settings = Settings(model=str(GPT2_VOCAB), budget=100_000)
+    first = build_pack([repo], settings, ContentCache.memory(), events)
+    (derived_in,) = log.read_text().split()
+    assert int(derived_in) != os.getpid() and events.notices() == []
+    assert _gpt2_cache(tmp_path / "home").is_file()
+    assert first.graph.edges["proj/src/shop/cart.py"] >= {"proj/src/shop/models.py"}
+    monkeypatch.setattr(tokens, "_TOKENIZERS", {})
+    again = pack([repo], model=str(GPT2_VOCAB), budget=100_000)
+    assert log.read_text().split() == [derived_in]  # read from the cache
+    assert (again.pack.text, again.pack.tokens) == (first.pack.text, first.pack.tokens)
+    tokenizer = load_tokenizer(GPT2_VOCAB)
+    assert all(s.tokens == tokenizer.count(s.text) for s in first.pack.segments)
+
+
+def test_first_sight_without_worker_processes_derives_here(
+    make_repo: MakeRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where worker processes cannot start (no semaphores, say), the tokenizer is derived in
+    this thread, as on one core."""
+    log = _first_sight(tmp_path / "home", monkeypatch)
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", refused)
+    result = pack([make_repo(APP)], model=str(GPT2_VOCAB), budget=100_000)
+    assert log.read_text().split() == [str(os.getpid())]
+    tokenizer = load_tokenizer(GPT2_VOCAB)
+    assert all(s.tokens == tokenizer.count(s.text) for s in result.pack.segments)
+
+
+def test_a_corrupt_tokenizer_cache_is_rebuilt(
+    make_repo: MakeRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cache file is there, so the tokenizer is loaded as usual (no worker starts for it):
+    found corrupt, it is derived again, stored, and the user told."""
+    log = _first_sight(tmp_path / "home", monkeypatch)
+    stored = _gpt2_cache(tmp_path / "home")
+    stored.parent.mkdir(parents=True)
+    stored.write_bytes(b"not a cache file" * 10)
+    events = Events()
+    settings = Settings(model=str(GPT2_VOCAB), budget=100_000)
+    result = build_pack([make_repo(APP)], settings, ContentCache.memory(), events)
+    (message,) = events.warnings()
+    assert "corrupt" in message and str(stored) in message
+    assert log.read_text().split() == [str(os.getpid())]
+    again = Events()
+    assert not isinstance(bperanks.cached_ranks_later(read_model_info(GPT2_VOCAB), again), str)
+    assert again.events == [] and log.read_text().split() == [str(os.getpid())]
+    tokenizer = load_tokenizer(GPT2_VOCAB)
+    assert all(s.tokens == tokenizer.count(s.text) for s in result.pack.segments)
+
+
+def test_a_pack_that_fails_on_first_sight_still_stores_the_tokenizer(
+    make_repo: MakeRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The error comes at once; the worker finishes the derivation and stores it, then exits."""
+    _first_sight(tmp_path / "home", monkeypatch)
+    repo = make_repo({"logo.png": b"\x89PNG\r\n\x1a\n\x00\x00binary", "empty.txt": ""})
+    with pytest.raises(NothingToPackError):
+        pack([repo], model=str(GPT2_VOCAB), budget=100_000)
+    info = read_model_info(GPT2_VOCAB)
+    deadline = time.monotonic() + 60
+    while bperanks.ranks_to_derive(info) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not bperanks.ranks_to_derive(info)

@@ -8,6 +8,7 @@ import llama_cpp  # before anything imports numpy: on CUDA builds the other orde
 import sysconfig
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -310,6 +311,66 @@ def test_bytes_missing_from_the_vocabulary_are_left_out_of_counts(
     assert tokenizer.count("x\x04") < len(tokenizer._encoding.encode_ordinary("x\x04"))
 
 
+def _plain_bpe(text: str, rules: dict[tuple[str, str], int]) -> list[str]:
+    """llama.cpp's BPE as it reads: merge the adjacent pair whose rule comes first, the leftmost
+    on ties, until no adjacent pair has a rule."""
+    symbols = list(text)
+    while True:
+        ranked = [(rules[p], i) for i, p in enumerate(pairwise(symbols)) if p in rules]
+        if not ranked:
+            return symbols
+        _, at = min(ranked)
+        symbols[at : at + 2] = [symbols[at] + symbols[at + 1]]
+
+
+@pytest.mark.parametrize("name", BPE)
+def test_the_check_of_every_token_is_plain_bpe(name: str) -> None:
+    """Whether BPE makes a token from its own characters, as the derivation checks it for every
+    token, against BPE as it reads (Llama 3 has tokens it cannot make)."""
+    vocab = read_vocabulary(VOCABS[name])
+    token_id = {text: index for index, text in enumerate(vocab.tokens)}
+    rules, first, split = bperanks._merge_rules(vocab.merges, token_id)
+    texts = list(first)
+    made = [bperanks._made_alone(text, rules) for text in texts]
+    assert made == [_plain_bpe(text, rules) == [text] for text in texts]
+    assert (False in made) == (name == "llama3")
+    in_bulk = bperanks._made_alone_all(texts, split, rules)
+    assert in_bulk == [text for text, alone in zip(texts, made, strict=True) if alone]
+
+
+@given(
+    pairs=st.lists(st.tuples(st.text("ab c", min_size=1, max_size=3), st.text("abc", min_size=1)),
+                   max_size=14),
+    text=st.text("ab c", min_size=2, max_size=14),
+)  # fmt: skip
+@settings(max_examples=400, deadline=None)
+def test_made_alone_is_plain_bpe(pairs: list[tuple[str, str]], text: str) -> None:
+    rules: dict[tuple[str, str], int] = {}
+    for index, pair in enumerate(pairs):
+        rules.setdefault(pair, index)
+    assert bperanks._made_alone(text, rules) == (_plain_bpe(text, rules) == [text])
+
+
+@given(data=st.data())
+@settings(max_examples=400, deadline=None)
+def test_tokens_decided_in_bulk_are_those_plain_bpe_makes(data: st.DataObject) -> None:
+    """Vocabularies whose merges join tokens made before (the usual case, where the walk along
+    the two ends decides) or strings made later or never (where BPE runs)."""
+    made = ["a", "b", "c", "d"]
+    merges: list[str] = []
+    strings = st.text("abcd", min_size=1, max_size=3)
+    for _ in range(data.draw(st.integers(0, 30))):
+        left, right = (data.draw(st.sampled_from(made) | strings) for _ in range(2))
+        if left + right not in made:
+            merges.append(f"{left} {right}")
+            made.append(left + right)
+    token_id = {text: index for index, text in enumerate(made)}
+    rules, first, split = bperanks._merge_rules(merges, token_id)
+    texts = list(first)
+    expected = [text for text in texts if _plain_bpe(text, rules) == [text]]
+    assert bperanks._made_alone_all(texts, split, rules) == expected
+
+
 def _derive_spy(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
     derive = bperanks.derive_ranks
@@ -376,6 +437,44 @@ def test_corrupt_rank_cache_is_rebuilt(
     assert tokens.load_tokenizer(VOCABS["gpt2"], events.append).encode(CORPUS[1]) == expected
     assert len(calls) == 2 and path.read_bytes() == bytes(data)
     assert [type(e) for e in events] == [Notice] and "corrupt" in str(events[0])
+
+
+def test_ranks_a_worker_failed_to_prepare_are_derived_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REPOCTX_HOME", str(tmp_path))
+    calls = _derive_spy(monkeypatch)
+    assert tokens.ranks_to_derive(VOCABS["gpt2"])
+    failed: Future[tokens.Prepared] = Future()
+    failed.set_exception(OSError("the worker died"))
+    tokenizer = tokens.load_tokenizer(VOCABS["gpt2"], prepared=failed)
+    assert calls == ["ggml-vocab-gpt-2.gguf"] and tokenizer.count("hello world") == 2
+    assert not tokens.ranks_to_derive(VOCABS["gpt2"])
+    assert not tokens.ranks_to_derive(VOCABS["spm"])  # llama.cpp tokenizes it: nothing to derive
+
+
+def test_ranks_prepared_in_a_worker_are_used_and_kept_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker rebuilds a corrupt cache file (its notice comes here), hands the ranks back,
+    and counts later batches with the tokenizer it kept."""
+    monkeypatch.setenv("REPOCTX_HOME", str(tmp_path))
+    calls = _derive_spy(monkeypatch)  # in this process; the worker has its own copy
+    fingerprint = read_model_info(VOCABS["gpt2"]).vocab_fingerprint
+    damaged = tmp_path / "cache" / "tokenizers" / f"{fingerprint}.ranks"
+    damaged.parent.mkdir(parents=True)
+    damaged.write_bytes(b"garbage")
+    batches = [CORPUS[start : start + 5] for start in range(0, 30, 5)]
+    events: list[Event] = []
+    with ProcessPoolExecutor(max_workers=1) as workers:
+        prepared = workers.submit(tokens.prepare_in_worker, str(VOCABS["gpt2"]))
+        tokenizer = tokens.load_tokenizer(VOCABS["gpt2"], events.append, prepared)
+        assert [type(e) for e in events] == [Notice] and "corrupt" in str(events[0])
+        (path,) = (tmp_path / "cache" / "tokenizers").iterdir()
+        path.unlink()  # the worker counts with the tokenizer it kept, not from the cache
+        shared = list(tokens.count_batches(tokenizer, batches, VOCABS["gpt2"], workers))
+    assert calls == [] and not path.exists()
+    assert shared == [[len(reference) for reference in map(tokenizer.encode, b)] for b in batches]
 
 
 def test_unwritable_cache_still_tokenizes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

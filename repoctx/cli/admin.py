@@ -106,10 +106,14 @@ def _print_json(records: list[dict[str, Any]]) -> None:
 
 
 def pull_model(spec: str, revision: str | None) -> None:
+    """Download the model, then derive its tokenizer (once per vocabulary, stored in the cache)
+    so that the first pack with it does not."""
     from repoctx.model.hub import pull
+    from repoctx.tokens.count import prepare_tokenizer
 
     with StderrEvents(delay_s=0.0) as events:
         path = pull(spec, events, revision)
+        prepare_tokenizer(path, events)
     print(path)
 
 

@@ -3,6 +3,7 @@ dependency graph they resolve to."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
@@ -71,6 +72,7 @@ class ImportScan:
     cache: ContentCache
     total: int
     on_event: EventSink
+    parsed_inline: list[list[_Result]] = dataclasses.field(default_factory=list)
 
     def finish(self) -> dict[str, list[ImportRef]]:
         fresh: dict[str, list[list[object]]] = dict(self.by_head)
@@ -88,19 +90,35 @@ class ImportScan:
         self.cache.put_many(HEADS_NAMESPACE, heads)
         return self.refs
 
+    def parse_inline_now(self) -> None:
+        """Parse the files left to this thread now rather than in ``finish`` (while a worker
+        process derives the tokenizer, say)."""
+        jobs, self.inline_jobs = self.inline_jobs, []
+        self.parsed_inline += [_extract_batch(jobs[i : i + 64]) for i in range(0, len(jobs), 64)]
+
     def _results(self) -> Iterator[list[_Result]]:
+        yield from self.parsed_inline
         for future in self.pending:
             yield future.result()
         for start in range(0, len(self.inline_jobs), 64):
             yield _extract_batch(self.inline_jobs[start : start + 64])
 
 
+def parse_workers() -> int:
+    """How many worker processes parse imports: a core stays with the caller's tokenizer."""
+    return min((os.cpu_count() or 1) - 1, 8)
+
+
 def start_import_scan(
-    files: Sequence[SourceFile], cache: ContentCache, on_event: EventSink = ignore_events
+    files: Sequence[SourceFile],
+    cache: ContentCache,
+    on_event: EventSink = ignore_events,
+    executor: Executor | None = None,
 ) -> ImportScan:
     """Look every file up in the cache, by blob id, then by head, and send the misses to
     worker processes when there is enough work to pay for them (the caller tokenizes
-    meanwhile)."""
+    meanwhile). ``executor``: worker processes already started (see ``parse_workers``), used
+    instead of new ones; ``finish`` shuts them down."""
     parsable = [f for f in files if f.language is not None]
     keys = {imports_cache_key(f) for f in parsable}
     cached = cache.get_many(CACHE_NAMESPACE, sorted(keys))
@@ -116,12 +134,13 @@ def start_import_scan(
     refs.update({key: [ImportRef.from_json(r) for r in value] for key, value in by_head.items()})
     jobs = [job for job in jobs if job[0] not in by_head]
     total_bytes = sum(len(job[2]) for job in jobs)
-    workers = min((os.cpu_count() or 1) - 1, 8)  # a core stays with the caller's tokenizer
-    if total_bytes < _PARALLEL_MIN_BYTES or workers < 1:
-        return ImportScan(refs, by_head, [], jobs, None, cache, len(keys), on_event)
-    from concurrent.futures import ProcessPoolExecutor  # multiprocessing: slow to import
+    workers = parse_workers()
+    if total_bytes < _PARALLEL_MIN_BYTES or (workers < 1 and executor is None):
+        return ImportScan(refs, by_head, [], jobs, executor, cache, len(keys), on_event)
+    if executor is None:
+        from concurrent.futures import ProcessPoolExecutor  # multiprocessing: slow to import
 
-    executor = ProcessPoolExecutor(max_workers=workers)
+        executor = ProcessPoolExecutor(max_workers=workers)
     pending = [executor.submit(_extract_batch, batch) for batch in _batches(jobs)]
     return ImportScan(refs, by_head, pending, [], executor, cache, len(keys), on_event)
 

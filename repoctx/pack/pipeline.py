@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeGuard
@@ -21,7 +22,7 @@ from typing import TypeGuard
 from repoctx.cache import ContentCache
 from repoctx.config import Settings
 from repoctx.deps.graph import DepGraph, Ordering, order_files
-from repoctx.deps.resolve import build_graph, plan_resolution, start_import_scan
+from repoctx.deps.resolve import build_graph, parse_workers, plan_resolution, start_import_scan
 from repoctx.errors import BudgetTooSmallError, NothingToPackError, UsageError
 from repoctx.events import EventSink, Progress, ignore_events
 from repoctx.languages import get_language
@@ -32,7 +33,14 @@ from repoctx.pack.render import RENDERERS, Renderer
 from repoctx.scan.rules import Rules
 from repoctx.scan.scanner import ScanOptions, scan
 from repoctx.scan.snapshot import Snapshot, SourceFile
-from repoctx.tokens.count import Tokenizer, count_batches, load_tokenizer
+from repoctx.tokens.count import (
+    Prepared,
+    Tokenizer,
+    count_batches,
+    load_tokenizer,
+    prepare_in_worker,
+    ranks_to_derive,
+)
 
 SIGNATURES_NAMESPACE = "signatures:v1"
 TEXTS_RECORD = "texts"  # key prefix of _TextCounts records, beside segment keys "xml:full:..."
@@ -92,21 +100,30 @@ def build_pack(
     tokenizer: Tokenizer | None = None,
 ) -> PackResult:
     """Scan, parse imports (worker processes) while the tokenizer loads and counts (threads),
-    order, and fit the budget."""
+    order, and fit the budget. The first time this machine sees the model's vocabulary, a
+    worker process derives the tokenizer while the scan runs (see ``_derive_meanwhile``)."""
     watch = _Stopwatch()
     cache = cache if cache is not None else ContentCache.open(on_event)
     model = read_model_info(resolve_model_path(settings.model))
     budget = pack_budget(settings, model)
-    rules = Rules.from_mapping(settings.rules)
-    options = ScanOptions(include=settings.include, exclude=settings.exclude, rules=rules)
-    snapshot = scan(roots, options, cache, on_event)
-    if not snapshot.files:
-        raise NothingToPackError(str(roots[0]), len(snapshot.skipped))
-    watch.lap("scan")
-    plan = plan_resolution(snapshot, cache)
-    imports = start_import_scan(plan.todo, cache, on_event)
+    early, prepared = _derive_meanwhile(model) if tokenizer is None else (None, None)
+    try:
+        rules = Rules.from_mapping(settings.rules)
+        options = ScanOptions(include=settings.include, exclude=settings.exclude, rules=rules)
+        snapshot = scan(roots, options, cache, on_event)
+        if not snapshot.files:
+            raise NothingToPackError(str(roots[0]), len(snapshot.skipped))
+        watch.lap("scan")
+        plan = plan_resolution(snapshot, cache)
+        imports = start_import_scan(plan.todo, cache, on_event, early)
+    except BaseException:
+        if early is not None:  # the worker finishes the ranks (and stores them), then exits
+            early.shutdown(wait=False, cancel_futures=True)
+        raise
+    if prepared is not None:
+        imports.parse_inline_now()  # what is not for the workers, while one derives
     workers = imports.executor if tokenizer is None else None  # they rebuild only ours
-    tokenizer = tokenizer or load_tokenizer(model.path, on_event)
+    tokenizer = tokenizer or load_tokenizer(model.path, on_event, prepared)
     watch.lap("tokenizer")
     renderer = RENDERERS[FITTED_FORMAT]
     counter = _SegmentCounter(tokenizer, cache, renderer, on_event, model.path)
@@ -135,6 +152,21 @@ def build_pack(
         pack = _view(pack, root_names, viewer)
     watch.lap("fit")
     return PackResult(snapshot, graph, ordering, pack, model, watch.timings)
+
+
+def _derive_meanwhile(model: ModelInfo) -> tuple[Executor | None, Future[Prepared] | None]:
+    """The first time this machine sees the model's vocabulary, its tokenizer is derived from
+    the model file (a fraction of a second): a worker process starts on it at once, while this
+    thread scans, and then parses imports beside the import parser's own workers."""
+    if (os.cpu_count() or 1) < 2 or not ranks_to_derive(model.path):
+        return None, None
+    from concurrent.futures import ProcessPoolExecutor  # multiprocessing: slow to import
+
+    try:
+        executor = ProcessPoolExecutor(max_workers=parse_workers() + 1)
+        return executor, executor.submit(prepare_in_worker, os.fspath(model.path))
+    except (OSError, NotImplementedError):  # no worker processes here: derived in this thread
+        return None, None
 
 
 def _view(pack: Pack, root_names: list[str], viewer: _SegmentCounter) -> Pack:

@@ -11,7 +11,7 @@ import marshal
 import re
 import sys
 from collections.abc import Callable, Sequence
-from itertools import pairwise
+from itertools import pairwise, repeat
 from pathlib import Path
 
 from repoctx import fsutil, paths
@@ -90,10 +90,14 @@ def _bytes(text: str) -> bytes:
     return text.translate(_TO_LATIN1).encode("latin-1")
 
 
-def _merge_rules(merges: Sequence[str], token_id: dict[str, int]) -> tuple[Rules, dict[str, int]]:
-    """Each merge rule's position, and the position of the first rule that makes each token."""
+def _merge_rules(
+    merges: Sequence[str], token_id: dict[str, int]
+) -> tuple[Rules, dict[str, int], dict[str, tuple[str, str]]]:
+    """Each merge rule's position; the position of the first rule that makes each token, and
+    that rule's pair."""
     rules: Rules = {}
     first: dict[str, int] = {}
+    split: dict[str, tuple[str, str]] = {}
     previous = ""
     for index, merge in enumerate(merges):
         cut = merge.find(" ", 1)  # where llama.cpp splits a merge
@@ -106,24 +110,92 @@ def _merge_rules(merges: Sequence[str], token_id: dict[str, int]) -> tuple[Rules
             raise _Unsupported(f"the merges that make {made!r} are not contiguous")
         if made not in token_id:
             raise _Unsupported(f"merge {index} makes {made!r}, which is not a token")
-        first[made], previous = index, made
-    return rules, first
+        first[made], split[made], previous = index, (left, right), made
+    return rules, first, split
 
 
-def _pair_bpe(text: str, rules: Rules) -> list[str]:
-    """llama.cpp's BPE of one piece: merge the adjacent pair whose rule comes first (leftmost
-    on ties) until no adjacent pair has a rule."""
+_NO_RULE = 1 << 62  # ranks above every rule's
+
+
+def _made_alone(text: str, rules: Rules) -> bool:
+    """Whether llama.cpp's BPE of ``text`` (two or more characters) makes it whole: merge the
+    adjacent pair whose rule comes first (leftmost on ties) until no pair has a rule. Run on
+    every token of a vocabulary, so kept lean: the ranks of adjacent pairs stay in a list, only
+    the two beside a merge are looked up again, and ``min`` and ``index`` find the first lowest."""
+    get = rules.get
+    ranks = list(map(get, pairwise(text), repeat(_NO_RULE)))
+    if len(ranks) == 1:
+        return ranks[0] != _NO_RULE
     symbols = list(text)
-    while len(symbols) > 1:
-        best, at = -1, 0
-        for index, pair in enumerate(pairwise(symbols)):
-            rank = rules.get(pair, -1)
-            if rank >= 0 and (best < 0 or rank < best):
-                best, at = rank, index
-        if best < 0:
-            break
-        symbols[at : at + 2] = [symbols[at] + symbols[at + 1]]
-    return symbols
+    for _ in range(len(ranks) - 1):
+        best = min(ranks)
+        if best == _NO_RULE:
+            return False
+        at = ranks.index(best)
+        merged = symbols[at] + symbols.pop(at + 1)
+        symbols[at] = merged
+        del ranks[at]
+        if at:
+            ranks[at - 1] = get((symbols[at - 1], merged), _NO_RULE)
+        if at < len(ranks):
+            ranks[at] = get((merged, symbols[at + 1]), _NO_RULE)
+    return ranks[0] != _NO_RULE
+
+
+# How BPE makes a token alone, in rank order: the symbols its left end holds, from its first
+# character to the token, with the ranks of the merges that made them; the same for its right
+# end; the highest rank of its merges.
+_Ends = tuple[tuple[str, ...], tuple[int, ...], tuple[str, ...], tuple[int, ...], int]
+
+
+def _made_alone_all(
+    formed: list[str], split: dict[str, tuple[str, str]], rules: Rules
+) -> list[str]:
+    """The tokens of ``formed`` (in the order of their first rules) that ``_made_alone`` keeps,
+    most of them decided without running BPE. If BPE makes both parts of ``t = L + R`` (its first
+    rule) alone, merging in rank order, then inside ``t`` each part merges as it does alone
+    until a pair across the boundary is merged: such a pair (a symbol L's right end holds, one
+    R's left end holds) stands until either symbol merges on, and goes first if its rank is
+    lower than that merge's (the left one's; not higher than the right one's: ties go to the
+    leftmost pair). If no such pair goes first, ``(L, R)`` is the last merge and BPE makes
+    ``t``. Walking the symbols of the two ends decides that; other tokens run BPE."""
+    ends: dict[str, _Ends] = {char: ((char,), (-1,), (char,), (-1,), -1) for char in _BYTE_CHARS}
+    kept = []
+    for text in formed:
+        left, right = split[text]
+        first, second = ends.get(left), ends.get(right)
+        if first is not None and second is not None and not _crossed(first, second, rules):
+            kept.append(text)
+            rank = rules[left, right]
+            if rank >= first[4] and rank >= second[4]:  # still in rank order: usable as a part
+                ends[text] = (
+                    (*first[0], text), (*first[1], rank), (*second[2], text), (*second[3], rank),
+                    rank,
+                )  # fmt: skip
+        elif _made_alone(text, rules):
+            kept.append(text)
+    return kept
+
+
+def _crossed(first: _Ends, second: _Ends, rules: Rules) -> bool:
+    """Whether a pair across the boundary between two parts made alone in rank order is merged
+    before the parts are whole (see ``_made_alone_all``)."""
+    symbols, made_at, starts, started_at = first[2], first[3], second[0], second[1]
+    i = j = 0
+    last_i, last_j = len(symbols) - 1, len(starts) - 1
+    while i < last_i or j < last_j:
+        left_next = made_at[i + 1] if i < last_i else _NO_RULE
+        right_next = started_at[j + 1] if j < last_j else _NO_RULE
+        rank = rules.get((symbols[i], starts[j]), _NO_RULE)
+        if left_next <= right_next:
+            if rank < left_next:
+                return True
+            i += 1
+        elif rank <= right_next:
+            return True
+        else:
+            j += 1
+    return False
 
 
 def _unsafe(text: str, kept: set[str], rules: Rules) -> bool:
@@ -134,7 +206,7 @@ def _unsafe(text: str, kept: set[str], rules: Rules) -> bool:
         if left in kept:
             right = text[cut:]
             if right in kept and (left, right) not in rules:
-                return _pair_bpe(text, rules) != [text]
+                return not _made_alone(text, rules)
     return False
 
 
@@ -161,7 +233,7 @@ def derive_ranks(vocab: Vocabulary) -> Ranks:
     if vocab.info.tokenizer_model != "gpt2" or pre is None:
         raise _Unsupported("not a byte-level BPE vocabulary with a known pre-tokenizer")
     token_id = {text: index for index, text in enumerate(vocab.tokens)}
-    rules, first = _merge_rules(vocab.merges, token_id)
+    rules, first, split = _merge_rules(vocab.merges, token_id)
     formed = [text for text in first if _encoded(text)]
     formed.sort(key=first.__getitem__)
     extras: list[str] = []
@@ -174,7 +246,7 @@ def derive_ranks(vocab: Vocabulary) -> Ranks:
         if any(_unsafe(text, kept, rules) for text in others):
             raise _Unsupported("a token no merge makes could be made by tiktoken")
     else:
-        formed = [text for text in formed if _pair_bpe(text, rules) == [text]]
+        formed = _made_alone_all(formed, split, rules)
     identity = all(a < b for a, b in pairwise(token_id[text] for text in formed))
     singles = [token_id.get(char, -1) for char in _BYTE_CHARS]
     ranks = [
@@ -197,14 +269,19 @@ class _CorruptCache(Exception):
     pass
 
 
-def _pack(result: Ranks | str) -> bytes:
-    """A cache file: a magic string naming the format, sha256 of the body, and the body: ``Ranks``
-    (or why the vocabulary has none) in marshal's format, which is fast to load."""
+def body_of(result: Ranks | str) -> bytes:
+    """``result`` in marshal's format, which is fast to load: the body of a cache file, and what
+    a worker process that derived the ranks hands back (see ``ranks_from_body``)."""
     if isinstance(result, str):
-        body = marshal.dumps(result)
-    else:  # the fields as they are: dataclasses.astuple would deep-copy every list first
-        fields = (result.pieces, result.ranks, result.ids, result.user_defined, result.control)
-        body = marshal.dumps(fields)
+        return marshal.dumps(result)
+    # the fields as they are: dataclasses.astuple would deep-copy every list first
+    return marshal.dumps(
+        (result.pieces, result.ranks, result.ids, result.user_defined, result.control)
+    )
+
+
+def _pack(body: bytes) -> bytes:
+    """A cache file: a magic string naming the format, sha256 of the body, and the body."""
     return _CACHE_MAGIC + hashlib.sha256(body).digest() + body
 
 
@@ -226,57 +303,94 @@ def _value(body: bytes) -> Ranks | str:
         raise _CorruptCache from error
 
 
-def _unpack(data: bytes) -> Ranks | str:
-    return _value(_body(data))
-
-
 _TUPLES = frozenset(b"()")  # marshal's type codes of a tuple (with its reference flag off)
-
-
-def cached_ranks_later(info: ModelInfo, on_event: EventSink) -> Callable[[], Ranks] | str:
-    """As ``cached_ranks``, but ranks found in the cache are only checked here (digest, and
-    that the file holds ranks); reading them out (milliseconds of unmarshalling, and memory)
-    waits for the first call, which a run that counts nothing never makes."""
-    path = _cache_path(info)
-    try:
-        body = _body(path.read_bytes())
-    except (OSError, _CorruptCache):
-        return _at_once(cached_ranks(info, on_event))  # derives, or rebuilds with a notice
-    if not body or body[0] & 0x7F not in _TUPLES:
-        return _at_once(cached_ranks(info, on_event))
-
-    def load() -> Ranks:
-        try:
-            value = _value(body)
-        except _CorruptCache:
-            value = cached_ranks(info, on_event)
-        if isinstance(value, str):
-            raise TokenizerError(f"{path}: holds no ranks after all ({value})")
-        return value
-
-    return load
-
-
-def _at_once(found: Ranks | str) -> Callable[[], Ranks] | str:
-    if isinstance(found, str):
-        return found
-    return lambda: found
 
 
 def _cache_path(info: ModelInfo) -> Path:
     return paths.cache_dir() / "tokenizers" / f"{info.vocab_fingerprint}.ranks"
 
 
+def _cached_body(info: ModelInfo) -> tuple[bytes | None, bool]:
+    """The body of the cache file of ``info``'s vocabulary if its magic and digest are right,
+    else None; and whether a file was there that could not be used (unreadable or corrupt)."""
+    try:
+        return _body(_cache_path(info).read_bytes()), False
+    except (FileNotFoundError, NotADirectoryError):
+        return None, False
+    except (OSError, _CorruptCache):
+        return None, True
+
+
+def ranks_from_body(
+    body: bytes, info: ModelInfo, on_event: EventSink
+) -> Callable[[], Ranks] | str | None:
+    """The ranks in ``body`` (see ``body_of``), read out on the first call (milliseconds of
+    unmarshalling, and memory, that a run which counts nothing never spends), or why the
+    vocabulary has none; None when ``body`` holds neither. Should the ranks not read out after
+    all, they are derived again."""
+    if not body or body[0] & 0x7F not in _TUPLES:
+        try:
+            value = _value(body)
+        except _CorruptCache:
+            return None
+        return value if isinstance(value, str) else _at_once(value)
+
+    def load() -> Ranks:
+        try:
+            value = _value(body)
+        except _CorruptCache:
+            value = _derive_and_store(info, on_event, replacing=True)
+        if isinstance(value, str):
+            raise TokenizerError(f"{_cache_path(info)}: holds no ranks after all ({value})")
+        return value
+
+    return load
+
+
+def _at_once(found: Ranks) -> Callable[[], Ranks]:
+    return lambda: found
+
+
+def ranks_to_derive(info: ModelInfo) -> bool:
+    """Whether the cache has no file for ``info``'s vocabulary, so that ``cached_ranks`` will
+    derive its ranks from the model file (a fraction of a second, the first time this machine
+    sees the vocabulary). A stat, no read: a file there is checked when it is read."""
+    try:
+        return not _cache_path(info).is_file()
+    except OSError:
+        return True
+
+
+def cached_ranks_later(info: ModelInfo, on_event: EventSink) -> Callable[[], Ranks] | str:
+    """As ``cached_ranks``, but ranks found in the cache are only checked here (digest, and
+    that the file holds ranks); reading them out waits for the first call (``ranks_from_body``)."""
+    body, damaged = _cached_body(info)
+    found = None if body is None else ranks_from_body(body, info, on_event)
+    if found is not None:
+        return found
+    derived = _derive_and_store(info, on_event, replacing=damaged or body is not None)
+    return derived if isinstance(derived, str) else _at_once(derived)
+
+
 def cached_ranks(info: ModelInfo, on_event: EventSink) -> Ranks | str:
     """The ranks of ``info``'s vocabulary or why it has none: cached under
     ``cache_dir()/tokenizers``, else derived and cached. A corrupt cache file is rebuilt with a
     notice; one that cannot be written is left alone with a notice."""
+    body, damaged = _cached_body(info)
+    if body is not None:
+        try:
+            return _value(body)
+        except _CorruptCache:
+            damaged = True
+    return _derive_and_store(info, on_event, replacing=damaged)
+
+
+def _derive_and_store(info: ModelInfo, on_event: EventSink, replacing: bool) -> Ranks | str:
+    """Derive the ranks of ``info``'s vocabulary (or why it has none) from the model file, and
+    store them in the cache, atomically. ``replacing``: the cache file there could not be used
+    (a notice says it was rebuilt)."""
     path = _cache_path(info)
-    try:
-        return _unpack(path.read_bytes())
-    except (FileNotFoundError, NotADirectoryError):
-        pass
-    except (OSError, _CorruptCache):
+    if replacing:
         on_event(Notice(f"tokenizer cache {path} was unreadable or corrupt; rebuilt it"))
     try:
         result: Ranks | str = derive_ranks(read_vocabulary(info.path))
@@ -284,7 +398,7 @@ def cached_ranks(info: ModelInfo, on_event: EventSink) -> Ranks | str:
         result = str(reason)
     try:
         paths.ensure_private_dir(path.parent)
-        fsutil.atomic_write(path, _pack(result))
+        fsutil.atomic_write(path, _pack(body_of(result)))
     except OSError as error:
         on_event(Notice(f"cannot write tokenizer cache {path} ({error.strerror}); continuing"))
     return result

@@ -30,9 +30,10 @@ from typing import Any
 import tiktoken
 
 from repoctx.errors import TokenizerError
-from repoctx.events import EventSink, ignore_events
+from repoctx.events import Event, EventSink, ignore_events
 from repoctx.model.modelfile import ModelInfo, read_model_info
-from repoctx.tokens.bperanks import Ranks, cached_ranks, cached_ranks_later
+from repoctx.tokens import bperanks
+from repoctx.tokens.bperanks import Ranks
 from repoctx.tokens.pretokenizers import PRE_TOKENIZERS, PreTokenizer, for_tiktoken
 
 _PARALLEL_CHARS = 256 * 1024
@@ -329,33 +330,111 @@ def _count_in_worker(model_path: str, texts: list[str]) -> list[int]:
 _TOKENIZERS: dict[str, Tokenizer] = {}
 _LOCK = threading.Lock()
 
+# what a worker process that derived a vocabulary's ranks hands back: the cache body (see
+# ``bperanks.body_of``) and the notices it would have emitted
+Prepared = tuple[bytes, list[Event]]
+
 
 def load_tokenizer(
-    model_path: str | os.PathLike[str], on_event: EventSink = ignore_events
+    model_path: str | os.PathLike[str],
+    on_event: EventSink = ignore_events,
+    prepared: Future[Prepared] | None = None,
 ) -> Tokenizer:
     """The exact tokenizer of the GGUF at ``model_path``: tiktoken when its vocabulary allows,
-    llama.cpp otherwise. Memoized per vocabulary in-process."""
+    llama.cpp otherwise. Memoized per vocabulary in-process. ``prepared``: ``prepare_in_worker``
+    submitted to a worker process (see ``ranks_to_derive``); its ranks are used unless it
+    failed."""
     info = read_model_info(model_path)
     if info.vocab_fingerprint is None or info.vocab_size == 0:
         raise TokenizerError(f"{info.path}: the model file has no vocabulary; pass another --model")
-    key = f"{info.vocab_fingerprint}\0{info.architecture}\0{info.name}"
+    key = _key(info)
     with _LOCK:
         if key not in _TOKENIZERS:
-            _TOKENIZERS[key] = _make_tokenizer(info, on_event)
+            _TOKENIZERS[key] = _make_tokenizer(info, on_event, prepared)
         return _TOKENIZERS[key]
 
 
-def _make_tokenizer(info: ModelInfo, on_event: EventSink) -> Tokenizer:
-    if info.tokenizer_model == "gpt2" and (info.pre_tokenizer or "") in PRE_TOKENIZERS:
-        pre = PRE_TOKENIZERS[info.pre_tokenizer or ""]
-        name = f"bpe:{info.vocab_fingerprint}"
-        # llama.cpp strips spaces around the special tokens of Phi-3 models: not mirrored here
-        if re.search("phi-?3", (info.name or "").lower()) is not None:
-            ranks = cached_ranks(info, on_event)
-            if isinstance(ranks, Ranks) and not ranks.user_defined:
-                return TiktokenTokenizer(name, pre, ranks)
-        else:
-            later = cached_ranks_later(info, on_event)
-            if not isinstance(later, str):
-                return TiktokenTokenizer(name, pre, later)
+def ranks_to_derive(model_path: str | os.PathLike[str]) -> bool:
+    """Whether ``load_tokenizer`` will derive tiktoken ranks from the model file: the first
+    time this machine sees the vocabulary, a fraction of a second that a worker process can
+    spend meanwhile (``prepare_in_worker``). Cheap: it reads no cache file."""
+    info = read_model_info(model_path)
+    if info.vocab_fingerprint is None or info.vocab_size == 0 or not _uses_ranks(info):
+        return False
+    with _LOCK:
+        if _key(info) in _TOKENIZERS:
+            return False
+    return bperanks.ranks_to_derive(info)
+
+
+def prepare_in_worker(model_path: str) -> Prepared:
+    """In a worker process: the ranks of the model's vocabulary, derived and stored in the
+    cache (or read from it); the worker keeps the tokenizer for counts it is sent later."""
+    info = read_model_info(model_path)
+    events: list[Event] = []
+    ranks = bperanks.cached_ranks(info, events.append)
+    tokenizer = _bpe_tokenizer(info, ranks)
+    if tokenizer is not None:
+        with _LOCK:
+            _TOKENIZERS.setdefault(_key(info), tokenizer)
+    return bperanks.body_of(ranks), events
+
+
+def prepare_tokenizer(
+    model_path: str | os.PathLike[str], on_event: EventSink = ignore_events
+) -> None:
+    """Derive and store what ``load_tokenizer`` needs from the model file, if anything (when a
+    model is pulled), so that the first pack with it does not."""
+    if ranks_to_derive(model_path):
+        bperanks.cached_ranks(read_model_info(model_path), on_event)
+
+
+def _key(info: ModelInfo) -> str:
+    return f"{info.vocab_fingerprint}\0{info.architecture}\0{info.name}"
+
+
+def _uses_ranks(info: ModelInfo) -> bool:
+    return info.tokenizer_model == "gpt2" and (info.pre_tokenizer or "") in PRE_TOKENIZERS
+
+
+def _make_tokenizer(
+    info: ModelInfo, on_event: EventSink, prepared: Future[Prepared] | None
+) -> Tokenizer:
+    if _uses_ranks(info):
+        tokenizer = _bpe_tokenizer(info, _ranks(info, on_event, prepared))
+        if tokenizer is not None:
+            return tokenizer
     return LlamaCppTokenizer(info)
+
+
+def _ranks(
+    info: ModelInfo, on_event: EventSink, prepared: Future[Prepared] | None
+) -> Callable[[], Ranks] | str:
+    if prepared is not None:
+        try:
+            body, events = prepared.result()
+        except Exception:  # a worker that failed (or died): derived here instead
+            pass
+        else:
+            for event in events:
+                on_event(event)
+            found = bperanks.ranks_from_body(body, info, on_event)
+            if found is not None:
+                return found
+    return bperanks.cached_ranks_later(info, on_event)
+
+
+def _bpe_tokenizer(
+    info: ModelInfo, ranks: Ranks | Callable[[], Ranks] | str
+) -> TiktokenTokenizer | None:
+    """tiktoken over ``ranks``, or None where llama.cpp must tokenize: the vocabulary has no
+    ranks, or it is a Phi-3 one with user-defined tokens (llama.cpp strips the spaces around
+    them: not mirrored here)."""
+    if isinstance(ranks, str):
+        return None
+    if re.search("phi-?3", (info.name or "").lower()) is not None:
+        ranks = ranks if isinstance(ranks, Ranks) else ranks()
+        if ranks.user_defined:
+            return None
+    pre = PRE_TOKENIZERS[info.pre_tokenizer or ""]
+    return TiktokenTokenizer(f"bpe:{info.vocab_fingerprint}", pre, ranks)
