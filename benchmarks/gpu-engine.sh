@@ -3,19 +3,10 @@
 # same build tree) out of .gpu-carry/ (see ../shared/gpu/prepare-carry.sh), write the
 # Llama-3-8B-Instruct-Gradient-1048k Q4_K_M stand-in, and run `repoctx bench engine`.
 # usage: benchmarks/gpu-engine.sh [bench engine options...]   (results also under $OUT)
-#   PACK_SITE=1   after a build, also write the built packages and llama-bench to
-#                 $OUT/site.tar.*.NN (15 MB parts); copied here into .gpu-site/ and carried,
-#                 a later machine unpacks them instead of building (about 6 minutes saved)
 #   NO_LLAMA_BENCH=1   leave out llama-bench's reference prefill (long at 256K tokens)
 set -euo pipefail
 out=${OUT:-/tmp/repoctx-bench-out}
 mkdir -p "$out"
-parts=(.gpu-site/site.tar.*)
-if [ ! -f /tmp/site/llama_cpp/__init__.py ] && [ -e "${parts[0]}" ]; then
-  case "${parts[0]}" in *.xz.*) unpack=(xz -d) ;; *) unpack=(gzip -d) ;; esac
-  cat "${parts[@]}" | "${unpack[@]}" | tar -x -C /tmp
-  echo "unpacked the packages built earlier (${#parts[@]} parts)"
-fi
 if [ ! -f /tmp/site/llama_cpp/__init__.py ]; then
   start=$(date +%s)
   rm -rf /tmp/site /tmp/llbuild
@@ -28,14 +19,7 @@ if [ ! -f /tmp/site/llama_cpp/__init__.py ]; then
   echo "built in $(( $(date +%s) - start )) s"
   mkdir -p /tmp/llbench
   found=$(find /tmp/llbuild -name llama-bench -type f -perm -u+x | head -1)
-  [ -n "$found" ] && cp "$found" /tmp/llbench/
-  if [ -n "${PACK_SITE:-}" ]; then
-    if command -v xz >/dev/null; then pack=(xz -T0 -6); suffix=xz; else pack=(gzip -6); suffix=gz; fi
-    tar -c -C /tmp site llbench | "${pack[@]}" | split -b 15m -d - "$out/site.tar.$suffix."
-    size=$(cat "$out"/site.tar.* | wc -c)
-    echo "packed the built packages: $size bytes"
-    if [ "$size" -gt $((58 << 20)) ]; then rm -f "$out"/site.tar.*; echo "too big to bring back"; fi
-  fi
+  if [ -n "$found" ]; then cp "$found" /tmp/llbench/; fi
 fi
 export PYTHONPATH=/tmp/site:$PWD REPOCTX_HOME=/tmp/repoctx-home REPOCTX_BENCH_DIR=/tmp
 export LD_LIBRARY_PATH=/tmp/site/llama_cpp/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
