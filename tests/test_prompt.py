@@ -9,6 +9,7 @@ from __future__ import annotations
 import llama_cpp  # isort: skip
 
 import dataclasses
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -20,7 +21,7 @@ from repo_helpers import LLAMA3_VOCAB
 from repoctx.errors import ModelError
 from repoctx.model.choice import default_model_path
 from repoctx.model.modelfile import ModelInfo, read_model_info
-from repoctx.model.prompt import CHATML_TEMPLATE, ChatFormat, Message, Prompt
+from repoctx.model.prompt import CHATML_TEMPLATE, ChatFormat, Message, Prompt, common_prefix
 from repoctx.model.synth import LLAMA3_CHAT_TEMPLATE
 from repoctx.tokens.count import load_tokenizer, quiet_llama_cpp
 
@@ -287,3 +288,20 @@ def test_content_starting_with_whitespace_tokenizes_as_llama_cpp_does() -> None:
         rendered = model.render([PACK, question])
         assert model.detokenize(prompt.ids) == rendered  # the text is right
         assert prompt.ids == model.tokenize(rendered)
+
+
+@pytest.mark.parametrize("length", [0, 1, 4095, 4096, 4097, 3 * 4096 + 5])
+def test_common_prefix_agrees_with_a_naive_loop_around_chunk_edges(length: int) -> None:
+    rng = random.Random(length)
+    held = [rng.randrange(3) for _ in range(length)]
+    for _ in range(40):
+        other = list(held) + [rng.randrange(3) for _ in range(rng.randrange(3))]
+        if length and rng.random() < 0.8:
+            at = rng.choice([0, length - 1, rng.randrange(length), min(4096, length - 1)])
+            other[at] += 1
+            other = other[: rng.randrange(at, len(other) + 1)]
+        naive = next(
+            (i for i, (x, y) in enumerate(zip(held, other, strict=False)) if x != y),
+            min(len(held), len(other)),
+        )
+        assert common_prefix(held, other) == naive == common_prefix(other, held)

@@ -134,9 +134,24 @@ def _raise(message: str) -> None:
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
-    """Length of the common prefix, at C speed: compare slices, halving the range."""
+    """Length of the common prefix, at C speed and in one pass: equal chunks are compared as
+    slices, and the first unequal one is searched by halving. (Halving the whole range instead
+    slices it ~17 times at 128K tokens: 40 ms a call, several calls a question.)"""
     limit = min(len(a), len(b))
-    low, high = 0, limit
+    for start in range(0, limit, _PREFIX_CHUNK):
+        end = min(start + _PREFIX_CHUNK, limit)
+        if a[start:end] != b[start:end]:
+            return start + halving_prefix(a[start:end], b[start:end])
+    return limit
+
+
+_PREFIX_CHUNK = 4096
+
+
+def halving_prefix(a: list[int], b: list[int]) -> int:
+    """Length of the common prefix by halving the range, slicing both lists at each step:
+    quick on a chunk, slow on a long context (``common_prefix`` uses it inside one chunk)."""
+    low, high = 0, min(len(a), len(b))
     while low < high:
         middle = (low + high + 1) // 2
         if a[:middle] == b[:middle]:
