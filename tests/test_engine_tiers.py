@@ -91,6 +91,31 @@ def test_conversations_on_one_pack_stay_live_side_by_side(model: ModelInfo) -> N
         engine.close()
 
 
+def test_a_new_question_on_the_pack_starts_from_the_spare(model: ModelInfo, tmp_path: Path) -> None:
+    """After an answer, a free slot gets a copy of the pack while the engine is idle; a new
+    conversation starts there (no stream copy in its path), gives the answer it would have
+    given from a prefill, and the first conversation keeps its cells."""
+    engine = open_engine(model, tmp_path / "kv", Events())
+    try:
+        first, _ = ask(engine, ONE)
+        (spare,) = [slot for slot in engine.slots.all if slot.spare]
+        assert spare.tokens == PACK
+        second, outcome = ask(engine, TWO)
+        assert (outcome.source, outcome.restored_tokens) == ("memory", len(PACK))
+        assert not any(slot.spare for slot in engine.slots.all), "no slot left free for one"
+        _, outcome = ask(engine, follow_up(ONE, engine, first, seed=6))
+        assert (outcome.source, outcome.evaluated_tokens) == ("memory", 30)
+    finally:
+        engine.close()
+    engine = open_engine(model, None, Events())
+    try:
+        fresh, outcome = ask(engine, TWO)
+        assert outcome.evaluated_tokens == len(TWO)
+    finally:
+        engine.close()
+    assert second.text == fresh.text
+
+
 def test_a_state_from_host_memory_gives_the_live_answer(model: ModelInfo) -> None:
     """Three repositories, two slots: the least recently used slot goes to host memory, and
     its next question is answered from there as it would have been live."""

@@ -134,8 +134,11 @@ def _figures(
         "edited_evaluated": edit["evaluated"], **limits,
         "capture_alloc_s": fresh["capture_alloc_s"], "restore_alloc_s": disk["restore_alloc_s"],
         "restore_reserved_s": disk["reserved_s"], "restore_load_s": disk["load_s"],
-        "restored_since_start_s": disk["since_start_s"],
+        "restored_since_start_s": disk["since_start_s"], "spare_s": fresh["spare_s"],
+        "spare_ttft_s": fresh["spare_ttft_s"],
     }  # fmt: skip
+    if "copy_ttft_s" in fresh:
+        figures["copy_ttft_s"] = fresh["copy_ttft_s"]
     figures["disk_read_best_gb_s"] = max(
         limits.get("disk_read_gb_s", 0.0), limits.get("disk_read_buffered_gb_s", 0.0)
     )
@@ -179,6 +182,8 @@ _IO_COLUMNS = [
 ]  # fmt: skip
 _TTFT_COLUMNS = [
     ("tokens", "tokens"), ("fresh_ttft_s", "fresh"), ("follow_up_ttft_s", "follow-up, live"),
+    ("spare_ttft_s", "new question, spare"), ("copy_ttft_s", "new question, stream copy"),
+    ("spare_s", "readying the spare (idle)"),
     ("host_ttft_s", "from host memory"), ("restored_ttft_s", "from disk (page cache)"),
     ("cold_ttft_s", "from disk (cold)"), ("edited_ttft_s", "after an edit"),
     ("resident_first_ttft_s", "resident engine, from disk"),

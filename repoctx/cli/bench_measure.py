@@ -123,7 +123,8 @@ def _fresh(engine: LlamaEngine, ids: list[int], record: Recorder, files: Path) -
     tokens = list(slot.tokens)
     began, allocating = time.perf_counter(), engine.pool.allocated_s
     engine.housekeep()
-    report["capture_s"] = time.perf_counter() - began
+    report["capture_s"] = time.perf_counter() - began - engine.spare_s
+    report["spare_s"] = engine.spare_s
     report["capture_alloc_s"] = engine.pool.allocated_s - allocating
     (state,) = [s for s in engine.host.states() if s.tokens == tokens]
     report["state_bytes"] = state.image.length
@@ -134,12 +135,28 @@ def _fresh(engine: LlamaEngine, ids: list[int], record: Recorder, files: Path) -
     report["file_save_s"] = _file_api_save(engine, slot.seq, tokens, files)
     follow = [*tokens, *prompt_ids(engine.model.vocab_size, FOLLOW_UP_TOKENS, 8)]
     report["follow_up_ttft_s"] = _answer(engine, follow, record)["ttft_s"]
+    report.update(_new_questions(engine, ids, record))
     for held in engine.slots.holding():
-        engine._give_up(held, force=True)
+        engine._give_up(held, force=held is slot)  # the others hold little of their own
     engine.flush(lambda event: None)  # not measured here: the disk would share the CPU
     host = _answer(engine, ids, record)
     report.update(host_ttft_s=host["ttft_s"], host_restore_s=host["restore_s"])
     return report
+
+
+def _new_questions(engine: LlamaEngine, ids: list[int], record: Recorder) -> dict[str, float]:
+    """A new question on the prompt, from the spare readied after the first answer; then
+    another with no spare ready, while a slot is free: llama.cpp copies the stream first."""
+    vocab = engine.model.vocab_size
+    figures = {
+        "spare_ttft_s": _answer(engine, [*ids, *prompt_ids(vocab, FOLLOW_UP_TOKENS, 9)], record)[
+            "ttft_s"
+        ]
+    }
+    if engine.slots.free() is not None:
+        copied = _answer(engine, [*ids, *prompt_ids(vocab, FOLLOW_UP_TOKENS, 10)], record)
+        figures["copy_ttft_s"] = copied["ttft_s"]
+    return figures
 
 
 def _disk(engine: LlamaEngine, ids: list[int], record: Recorder, files: Path) -> dict[str, Any]:

@@ -24,7 +24,14 @@ from repoctx.engine.base import GenerationOptions
 from repoctx.engine.hostcache import HostCache, HostState
 from repoctx.engine.hostmem import HostPool, pinned_buffer_type
 from repoctx.engine.image import BadImage, StateImage, restore_bytes
-from repoctx.engine.native import ContextShape, NativeContext, NativeModel, NoRoom, Sampler
+from repoctx.engine.native import (
+    ContextShape,
+    DecodeError,
+    NativeContext,
+    NativeModel,
+    NoRoom,
+    Sampler,
+)
 from repoctx.engine.plan import Plan, detect_memory, make_plan
 from repoctx.engine.repetition import LoopGuard
 from repoctx.engine.saver import Saver
@@ -46,6 +53,9 @@ from repoctx.model.modelfile import ModelInfo
 from repoctx.model.prompt import Prompt
 
 SAVE_AFTER_TOKENS = 1024  # states with fewer new tokens are cheaper to evaluate again than to keep
+# a spare lacking this many of a prompt's tokens is taken over a copy of a whole stream: the copy
+# costs about as much (0.08 s at 128K tokens on an H100) as evaluating them again
+SPARE_SLACK_TOKENS = 256
 
 
 __all__ = ["SAVE_AFTER_TOKENS", "LlamaEngine"]
@@ -75,6 +85,7 @@ class LlamaEngine:
         self.saver = Saver(store, self.host) if store is not None else None
         self._pending: list[Slot] = []
         self._notices: list[Notice] = []
+        self.spare_s = 0.0  # how long readying the latest spare took
         self._start(plan)
 
     def _start(self, plan: Plan) -> None:
@@ -151,7 +162,7 @@ class LlamaEngine:
         plan = make_plan(self.model, n_ctx, detect_memory(_gpu_offload()), *self._choices)
         for slot in self.slots.holding():
             self._give_up(slot, force=True)
-        self.housekeep()
+        self._keep_pending()
         self.context.close()
         if (plan.kv_type, plan.flash_attn) != (self.plan.kv_type, self.plan.flash_attn):
             self.flush(on_event)
@@ -203,6 +214,7 @@ class LlamaEngine:
             self.store.on_event = on_event  # what the store finds concerns this request
         slot, kept, source, seconds = self._place(ids, on_event)
         slot.repositories = prompt.repositories or slot.repositories
+        slot.prefix, slot.spare = prompt.prefix_tokens, False
         evaluated = self._prefill(slot, ids, kept, on_event, cancel)
         if evaluated < len(ids) - kept:
             return slot, None
@@ -232,17 +244,31 @@ class LlamaEngine:
         live, live_shared = self.slots.best(ids)  # a failed load may have taken its slot
         live_shared = min(live_shared, limit)
         if live is not None and live_shared:
-            return self._from_live(live, live_shared), live_shared, "memory", 0.0
+            slot, kept = self._from_live(live, live_shared, ids)
+            return slot, kept, "memory", 0.0
         slot = self._vacant()
         self._truncate(slot, 0)
         return slot, 0, "none", 0.0
 
-    def _from_live(self, slot: Slot, shared: int) -> Slot:
-        """A slot holding the first ``shared`` tokens of ``slot``: ``slot`` itself when the
-        prompt continues it, else a copy in a free slot, so that the other conversation keeps
-        its cells. With no slot free, ``slot`` itself when what it holds beyond is cheap to
+    def _from_live(self, slot: Slot, shared: int, ids: list[int]) -> tuple[Slot, int]:
+        """A slot for ``ids``, of which ``slot`` holds the first ``shared``, and how many it
+        holds: ``slot`` itself when the prompt continues it; else a spare that lacks only a
+        few of them; else a copy in a free slot, so that the other conversation keeps its
+        cells. With no slot free, ``slot`` itself when what it holds beyond is cheap to
         evaluate again, else a copy in the least recently used slot."""
         slot.touch()
+        if slot.spare:  # nobody needs its cells
+            self._truncate(slot, shared)
+            return slot, shared
+        spare = None
+        if shared < len(slot.tokens):
+            spare = self.slots.spare_for(ids, shared - SPARE_SLACK_TOKENS)
+        if spare is not None:
+            spare.touch()
+            return spare, len(spare.tokens)
+        return self._branch(slot, shared), shared
+
+    def _branch(self, slot: Slot, shared: int) -> Slot:
         lost = len(slot.tokens) - max(shared, slot.stored)
         target = self.slots.free() if shared < len(slot.tokens) else None
         if target is None and (shared == len(slot.tokens) or lost < SAVE_AFTER_TOKENS):
@@ -447,16 +473,44 @@ class LlamaEngine:
             self.saver.submit(state, self.key)
 
     def housekeep(self) -> None:
-        """Copy the states of the requests just answered to host memory and queue them for the
-        disk; drop host states beyond the cap."""
+        """The work after an answer: copy the states of the requests just answered to host
+        memory and queue them for the disk, drop host states beyond the cap, ready a spare."""
+        self._keep_pending()
+        self._ready_spare()
+
+    def _keep_pending(self) -> None:
         pending, self._pending = self._pending, []
         for slot in pending:
             if slot.tokens and slot.unsaved() >= SAVE_AFTER_TOKENS:
                 self._snapshot(slot)
         self.host.trim()
 
+    def _ready_spare(self) -> None:
+        """Copy the latest conversation's pack into a free slot, so that a new question on the
+        pack does not wait for llama.cpp to copy a whole KV stream (it does so at the next
+        decode: one token is decoded past the pack for it, then dropped)."""
+        target = self.slots.free()
+        wanting = self.slots.wanting_a_spare(SAVE_AFTER_TOKENS) if target else None
+        if target is None or wanting is None:
+            return
+        source, length = wanting
+        started = time.perf_counter()
+        self.context.copy(source.seq, target.seq)
+        self.context.remove(target.seq, length)
+        try:
+            self.context.decode(source.tokens[length : length + 1], target.seq, length, False)
+        except (NoRoom, DecodeError):
+            self.context.remove(target.seq)  # no spare this time; the slot stays free
+            return
+        self.context.remove(target.seq, length)
+        target.tokens, target.stored, target.prefix = source.tokens[:length], length, length
+        target.label = f"{self.model.path.name}: {length:,} tokens"
+        target.repositories, target.checkpoint, target.spare = source.repositories, False, True
+        target.touch()
+        self.spare_s = time.perf_counter() - started
+
     def flush(self, on_event: EventSink) -> None:
-        self.housekeep()
+        self._keep_pending()
         if self.saver is not None:
             self.saver.wait(on_event)
         self._pass_notices(on_event)
