@@ -48,22 +48,29 @@ class Tiers:
         tier with the longest prefix; of equal ones, the live, then host memory, then disk."""
         limit = len(ids) - 1  # one token is always evaluated, for the logits
         live, live_shared = self.slots.best(ids)
-        state, host_shared = self.host.best(ids)
-        match = self.store.find(self.key, ids, max_tokens=self.plan.n_ctx) if self.store else None
-        live_shared, host_shared = min(live_shared, limit), min(host_shared, limit)
+        live_shared = min(live_shared, limit)
+        state, host_shared, match = None, 0, None
+        if live_shared < limit:  # else no other tier can hold more
+            state, host_shared = self.host.best(ids)
+            host_shared = min(host_shared, limit)
+            match = (
+                self.store.find(self.key, ids, max_tokens=self.plan.n_ctx) if self.store else None
+            )
         disk_shared = min(match.prefix, limit) if match else 0
         started = time.perf_counter()
         if state is not None and host_shared > live_shared and host_shared >= disk_shared:
             slot = self._vacant(besides=live)
             if self._load_host(slot, state, host_shared):
                 return slot, host_shared, "host", time.perf_counter() - started
+            live, live_shared = self.slots.best(ids)  # the failed load may have taken its slot
+            live_shared = min(live_shared, limit)
         if match is not None and disk_shared > max(live_shared, host_shared):
             slot = self._vacant(besides=live)
             kept = self._load_disk(slot, match, on_event)
             if kept:
                 return slot, kept, "disk", time.perf_counter() - started
-        live, live_shared = self.slots.best(ids)  # a failed load may have taken its slot
-        live_shared = min(live_shared, limit)
+            live, live_shared = self.slots.best(ids)  # the failed load may have taken its slot
+            live_shared = min(live_shared, limit)
         if live is not None and live_shared:
             slot, kept = self._from_live(live, live_shared, ids)
             return slot, kept, "memory", 0.0
