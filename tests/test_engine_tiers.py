@@ -116,6 +116,30 @@ def test_a_new_question_on_the_pack_starts_from_the_spare(model: ModelInfo, tmp_
     assert second.text == fresh.text
 
 
+def test_a_pack_edited_inside_takes_the_spare_s_cells_before_the_edit(
+    model: ModelInfo, tmp_path: Path
+) -> None:
+    """An edit inside the pack: the spare is cut at the edit and evaluated on from there (no
+    copy), while the conversation keeps its cells."""
+    edited = [*PACK[:2_000], *ids(1_000, seed=9)]
+    engine = open_engine(model, tmp_path / "kv", Events())
+    try:
+        ask(engine, ONE)
+        (spare,) = [slot for slot in engine.slots.all if slot.spare]
+        done, outcome = ask(engine, Prompt(edited + ids(40, seed=10), len(edited)))
+        assert (outcome.source, outcome.restored_tokens) == ("memory", 2_000)
+        assert spare.tokens[: len(edited)] == edited and not spare.spare
+        assert any(slot.tokens[: len(ONE)] == ONE.ids for slot in engine.slots.all)
+    finally:
+        engine.close()
+    engine = open_engine(model, None, Events())
+    try:
+        fresh, _ = ask(engine, Prompt(edited + ids(40, seed=10), len(edited)))
+    finally:
+        engine.close()
+    assert done.text == fresh.text
+
+
 def test_a_state_from_host_memory_gives_the_live_answer(model: ModelInfo) -> None:
     """Three repositories, two slots: the least recently used slot goes to host memory, and
     its next question is answered from there as it would have been live."""
