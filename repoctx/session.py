@@ -98,7 +98,7 @@ class Session:
         self.result = build_pack(self.roots, self.settings, cache, on_event)
         if self._format is None or self._format_model != self.result.model.fingerprint:
             tokenizer = load_tokenizer(self.result.model.path, on_event)
-            self._format = ChatFormat(self.result.model, tokenizer)
+            self._format = ChatFormat(self.result.model, tokenizer, cache)
             self._format_model = self.result.model.fingerprint
         return self.result
 

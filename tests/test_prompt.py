@@ -15,13 +15,22 @@ from dataclasses import dataclass
 from functools import cache
 
 import pytest
+import xxhash
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from repo_helpers import LLAMA3_VOCAB
 
+from repoctx.cache import ContentCache
 from repoctx.errors import ModelError
 from repoctx.model.choice import default_model_path
 from repoctx.model.modelfile import ModelInfo, read_model_info
-from repoctx.model.prompt import CHATML_TEMPLATE, ChatFormat, Message, Prompt, common_prefix
+from repoctx.model.prompt import (
+    CACHED_SYSTEM_CHARS,
+    CHATML_TEMPLATE,
+    ChatFormat,
+    Message,
+    Prompt,
+    common_prefix,
+)
 from repoctx.model.synth import LLAMA3_CHAT_TEMPLATE
 from repoctx.tokens.count import load_tokenizer, quiet_llama_cpp
 
@@ -172,6 +181,39 @@ def test_the_system_turn_is_a_prefix_shared_by_every_question(model: Model) -> N
     assert model.detokenize(prompts[0].ids[:prefix]) == system_turn
     assert prompts[0].ids[:prefix] == model.tokenize(system_turn)
     assert model.special_id(model.end_of_turn) in prompts[0].ids[prefix - 2 : prefix]
+
+
+def test_a_long_system_turn_is_encoded_once_per_machine(
+    model: Model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new process (a new ChatFormat) reads a long pack's ids from the content cache instead
+    of encoding it again; an unreadable entry is encoded again and replaced."""
+    pack = "\n".join(
+        f"def handler_{i}(request):  # Ünïcödé {i}\n    return {i}" for i in range(4000)
+    )
+    assert len(pack) >= CACHED_SYSTEM_CHARS
+    messages = [Message("user", QUESTION)]
+    expected = model.format().build(pack, messages)  # no cache
+    cache = ContentCache.memory()
+    tokenizer = load_tokenizer(model.info.path)
+    first = ChatFormat(model.info, tokenizer, cache).build(pack, messages)
+    encoded: list[int] = []
+    real_encode = tokenizer.encode
+    monkeypatch.setattr(
+        tokenizer, "encode", lambda text: encoded.append(len(text)) or real_encode(text)
+    )
+    second = ChatFormat(model.info, tokenizer, cache).build(pack, messages)
+    assert first.ids == second.ids == expected.ids
+    assert all(length < len(pack) for length in encoded), "the pack was encoded again"
+    (namespace,) = {n for n in cache.stats() if n.startswith("system-ids:")}
+    key = xxhash.xxh3_128_hexdigest(pack.strip().encode())
+    for damaged in ("not base64!", "AAAA" * 10**6, 17):
+        cache.put(namespace, key, damaged)
+        encoded.clear()
+        again = ChatFormat(model.info, tokenizer, cache).build(pack, messages)
+        assert again.ids == expected.ids
+        assert any(length >= len(pack.strip()) for length in encoded)
+        assert ChatFormat(model.info, tokenizer, cache).build(pack, messages).ids == expected.ids
 
 
 def test_another_pack_changes_the_prefix(model: Model) -> None:
