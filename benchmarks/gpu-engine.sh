@@ -3,14 +3,17 @@
 # same build tree) out of .gpu-carry/ (see ../shared/gpu/prepare-carry.sh), write the
 # Llama-3-8B-Instruct-Gradient-1048k Q4_K_M stand-in, and run `repoctx bench engine`.
 # usage: benchmarks/gpu-engine.sh [bench engine options...]   (results also under $OUT)
-#   NO_LLAMA_BENCH=1   leave out llama-bench's reference prefill (long at 256K tokens)
+#   NO_LLAMA_BENCH=1   leave out llama-bench's reference prefill (long at 256K tokens), and do
+#                      not build llama.cpp's tools on a fresh machine (a shorter build)
 set -euo pipefail
 out=${OUT:-/tmp/repoctx-bench-out}
 mkdir -p "$out"
 if [ ! -f /tmp/site/llama_cpp/__init__.py ]; then
   start=$(date +%s)
   rm -rf /tmp/site /tmp/llbuild
-  CMAKE_ARGS="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=90 -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TOOLS=ON \
+  tools=ON  # llama-bench; the other tools (and tools/mtmd) come with it
+  if [ -n "${NO_LLAMA_BENCH:-}" ]; then tools=OFF; fi  # llama-cpp-python's own default
+  CMAKE_ARGS="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=90 -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TOOLS=$tools \
 -DLLAMA_BUILD_COMMON=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_SERVER=OFF -DCMAKE_C_FLAGS=-mno-amx-int8 \
 -DCMAKE_CXX_FLAGS=-mno-amx-int8" CMAKE_BUILD_PARALLEL_LEVEL=16 \
     python3 -m pip install -q --no-build-isolation --no-deps --no-index --target /tmp/site \
