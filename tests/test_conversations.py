@@ -80,21 +80,26 @@ def test_exchanges_keep_their_times_stop_reasons_and_the_exclude_patterns(
     ]
 
 
-def test_files_from_before_times_were_kept_still_read(tmp_path: Path) -> None:
+def older_file(tmp_path: Path, record: dict[str, object]) -> tuple[ConversationStore, Path]:
+    """A store holding one conversation file written by an earlier version (``record``, with
+    the id, roots and model filled in), and the repository it is about."""
     store = ConversationStore(tmp_path / "conversations")
     repo = tmp_path / "repo"
     folder = store.root / roots_key([repo])
     folder.mkdir(parents=True)
+    record = {"id": "0123456789abcdef", "roots": [str(repo.resolve())], "model": "m.gguf", **record}
+    (folder / "0123456789abcdef.json").write_text(json.dumps(record), encoding="utf-8")
+    return store, repo
+
+
+def test_files_from_before_times_were_kept_still_read(tmp_path: Path) -> None:
     old = {
         "version": 1,
-        "id": "0123456789abcdef",
-        "roots": [str(repo.resolve())],
-        "model": "m.gguf",
         "created": START,
         "updated": START,
         "messages": [{"role": "user", "content": "Why?"}, {"role": "assistant", "content": "!"}],
     }
-    (folder / "0123456789abcdef.json").write_text(json.dumps(old), encoding="utf-8")
+    store, repo = older_file(tmp_path, old)
 
     (loaded,) = store.list([repo])
     assert loaded.exchanges() == [Exchange("Why?", "!", None, "")]
@@ -131,15 +136,8 @@ def test_files_added_to_a_question_are_kept_with_it(
 
 
 def test_files_from_before_tails_were_kept_still_read(tmp_path: Path) -> None:
-    store = ConversationStore(tmp_path / "conversations")
-    repo = tmp_path / "repo"
-    folder = store.root / roots_key([repo])
-    folder.mkdir(parents=True)
     version_2 = {
         "version": 2,
-        "id": "0123456789abcdef",
-        "roots": [str(repo.resolve())],
-        "model": "m.gguf",
         "created": START,
         "updated": START + 9,
         "exclude": ["/tests/"],
@@ -148,7 +146,7 @@ def test_files_from_before_tails_were_kept_still_read(tmp_path: Path) -> None:
             {"role": "assistant", "content": "!", "stop_reason": "length"},
         ],
     }
-    (folder / "0123456789abcdef.json").write_text(json.dumps(version_2), encoding="utf-8")
+    store, repo = older_file(tmp_path, version_2)
 
     (loaded,) = store.list([repo])
     assert loaded.exchanges() == [Exchange("Why?", "!", START, "length", ())]

@@ -21,6 +21,7 @@ from repo_helpers import LLAMA3_VOCAB, Events
 from repoctx.engine.base import GenerationOptions
 from repoctx.engine.llama import SAVE_AFTER_TOKENS, LlamaEngine
 from repoctx.engine.native import NativeModel
+from repoctx.engine.slots import Slots
 from repoctx.events import AnswerDone, CacheOutcome, ModelReady, Progress
 from repoctx.kv import io as kvio
 from repoctx.kv.store import KVStore
@@ -329,3 +330,13 @@ def test_the_model_loads_with_progress(model: ModelInfo) -> None:
         assert fractions == sorted(fractions)
     finally:
         loaded.close()
+
+
+def test_an_emptied_spare_is_a_free_slot_and_no_spare() -> None:
+    slots = Slots(2)
+    spare = slots.all[0]
+    spare.tokens, spare.spare = [5, 6, 7], True
+    assert slots.spare_for([5, 6, 7, 8], at_least=-100) is spare
+    spare.keep(0)
+    assert slots.free() is spare
+    assert slots.spare_for([5, 6, 7, 8], at_least=-100) is None

@@ -44,6 +44,8 @@ class Slot:
         """Forget all but the first ``count`` tokens (their cells are dropped by the caller)."""
         del self.tokens[count:]
         self.stored = min(self.stored, count)
+        if not count:
+            self.spare = False  # an empty slot is free, not a spare
 
 
 class Slots:

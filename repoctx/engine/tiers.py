@@ -47,8 +47,7 @@ class Tiers:
         """The slot to evaluate ``ids`` in and how many of them it holds already: from the
         tier with the longest prefix; of equal ones, the live, then host memory, then disk."""
         limit = len(ids) - 1  # one token is always evaluated, for the logits
-        live, live_shared = self.slots.best(ids)
-        live_shared = min(live_shared, limit)
+        live, live_shared = self._best_live(ids, limit)
         state, host_shared, match = None, 0, None
         if live_shared < limit:  # else no other tier can hold more
             state, host_shared = self.host.best(ids)
@@ -62,21 +61,23 @@ class Tiers:
             slot = self._vacant(besides=live)
             if self._load_host(slot, state, host_shared):
                 return slot, host_shared, "host", time.perf_counter() - started
-            live, live_shared = self.slots.best(ids)  # the failed load may have taken its slot
-            live_shared = min(live_shared, limit)
+            live, live_shared = self._best_live(ids, limit)  # a failed load may have taken it
         if match is not None and disk_shared > max(live_shared, host_shared):
             slot = self._vacant(besides=live)
             kept = self._load_disk(slot, match, on_event)
             if kept:
                 return slot, kept, "disk", time.perf_counter() - started
-            live, live_shared = self.slots.best(ids)  # the failed load may have taken its slot
-            live_shared = min(live_shared, limit)
+            live, live_shared = self._best_live(ids, limit)  # a failed load may have taken it
         if live is not None and live_shared:
             slot, kept = self._from_live(live, live_shared, ids)
             return slot, kept, "memory", 0.0
         slot = self._vacant()
         self._truncate(slot, 0)
         return slot, 0, "none", 0.0
+
+    def _best_live(self, ids: list[int], limit: int) -> tuple[Slot | None, int]:
+        live, shared = self.slots.best(ids)
+        return live, min(shared, limit)
 
     def _from_live(self, slot: Slot, shared: int, ids: list[int]) -> tuple[Slot, int]:
         """A slot for ``ids``, of which ``slot`` holds the first ``shared``, and how many it
@@ -110,13 +111,21 @@ class Tiers:
                 return slot
             self._give_up(victim)
             target = victim
-        self.context.copy(slot.seq, target.seq)
-        target.tokens, target.stored, target.label = list(slot.tokens), slot.stored, slot.label
-        target.repositories = slot.repositories
-        target.checkpoint = False
-        target.touch()
-        self._truncate(target, shared)
+        self._copy_slot(slot, target, shared)
         return target
+
+    def _copy_slot(self, source: Slot, target: Slot, keep: int) -> None:
+        """Make ``target`` hold the first ``keep`` tokens of ``source`` (llama.cpp copies the
+        whole stream at the next decode)."""
+        self.context.copy(source.seq, target.seq)
+        target.tokens, target.stored, target.label = (
+            list(source.tokens),
+            source.stored,
+            source.label,
+        )
+        target.repositories, target.checkpoint = source.repositories, False
+        target.touch()
+        self._truncate(target, keep)
 
     def _vacant(self, besides: Slot | None = None) -> Slot:
         """An empty slot, giving up the least recently used one (never ``besides``) if none
@@ -184,6 +193,10 @@ class Tiers:
         self._truncate(slot, kept)
         return kept
 
+    def _label(self, count: int) -> str:
+        """What a state is, for the stores' listings."""
+        return f"{self.model.path.name}: {count:,} tokens"
+
     def _truncate(self, slot: Slot, keep: int) -> None:
         """Drop positions ``keep``.. of ``slot``."""
         if keep < len(slot.tokens) or keep == 0:
@@ -192,7 +205,7 @@ class Tiers:
 
     def _mark(self, slot: Slot) -> None:
         """Save ``slot`` once the request is over, if it holds enough new tokens."""
-        slot.label = f"{self.model.path.name}: {len(slot.tokens):,} tokens"
+        slot.label = self._label(len(slot.tokens))
         worth = self.saver is not None and slot.unsaved() >= SAVE_AFTER_TOKENS
         if worth and slot not in self._pending:
             self._pending.append(slot)
@@ -205,7 +218,7 @@ class Tiers:
             self.host.trim()
             self._notices.append(Notice(f"the KV state could not be kept in memory ({error})"))
             return
-        label = f"{self.model.path.name}: {len(slot.tokens):,} tokens"
+        label = self._label(len(slot.tokens))
         fresh = HostState(
             list(slot.tokens), image, label, slot.checkpoint, self.saver is None,
             repositories=slot.repositories,
@@ -238,18 +251,14 @@ class Tiers:
             return
         source, length = wanting
         started = time.perf_counter()
-        self.context.copy(source.seq, target.seq)
-        self.context.remove(target.seq, length)
+        self._copy_slot(source, target, length)
         try:
             self.context.decode(source.tokens[length : length + 1], target.seq, length, False)
         except (NoRoom, DecodeError):
-            self.context.remove(target.seq)  # no spare this time; the slot stays free
+            self._truncate(target, 0)  # no spare this time; the slot stays free
             return
         self.context.remove(target.seq, length)
-        target.tokens, target.stored, target.prefix = source.tokens[:length], length, length
-        target.label = f"{self.model.path.name}: {length:,} tokens"
-        target.repositories, target.checkpoint, target.spare = source.repositories, False, True
-        target.touch()
+        target.prefix, target.spare, target.label = length, True, self._label(length)
         self.spare_s = time.perf_counter() - started
 
 
