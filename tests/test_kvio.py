@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import llama_cpp  # isort: skip  # before numpy, as the engine does
 
+import ctypes
 import errno
+import itertools
 import os
 from pathlib import Path
 
 import pytest
 
+from repoctx.engine import hostmem, pinning
 from repoctx.engine.hostmem import HostPool, allocate, pinned_buffer_type
 from repoctx.kv import io as kvio
 
@@ -144,6 +147,81 @@ def test_host_buffers_are_writable_memory_of_the_size_asked() -> None:
         assert bytes(buffer.view[:5]) == b"hello"
     finally:
         buffer.free()
+
+
+@pytest.mark.parametrize("pages", [1, 3, 8, 13])
+def test_touching_cuts_a_buffer_into_whole_huge_pages_one_run_a_thread(pages: int) -> None:
+    size = pages * pinning.HUGE_PAGE - 4096  # the last page partly
+    runs = pinning._slices(1 << 30, size, 8)
+    assert len(runs) == min(8, pages)
+    assert runs[0][0] == 1 << 30 and sum(length for _, length in runs) == size
+    for (start, length), (after, _) in itertools.pairwise(runs):
+        assert start + length == after and length % pinning.HUGE_PAGE == 0
+
+
+def _resident_pages(address: int, size: int) -> int:
+    libc = ctypes.CDLL(None, use_errno=True)
+    pages = -(-size // 4096)
+    vector = (ctypes.c_ubyte * pages)()
+    assert libc.mincore(ctypes.c_void_p(address), ctypes.c_size_t(size), vector) == 0
+    return sum(byte & 1 for byte in vector)
+
+
+def test_memory_to_register_is_aligned_to_a_huge_page_and_already_touched() -> None:
+    """Page-locking touches every page; the threads do it first, while the model loads."""
+    size = 5 * pinning.HUGE_PAGE + 12_288
+    memory, address = pinning.map_touched(size)
+    try:
+        assert address % pinning.HUGE_PAGE == 0
+        assert _resident_pages(address, size) == -(-size // 4096)
+        ctypes.memset(address + size - 3, 7, 3)  # writable to its last byte
+        assert ctypes.string_at(address + size - 3, 3) == b"\x07\x07\x07"
+    finally:
+        memory.close()
+
+
+def test_without_the_cuda_runtime_nothing_is_registered() -> None:
+    if llama_cpp.llama_supports_gpu_offload():
+        pytest.skip("a GPU build")
+    assert not pinning.can_register() and pinning.register(1 << 30, 4096) is None
+
+
+def test_a_registered_buffer_is_unregistered_before_it_is_unmapped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The CUDA runtime stood in for on a machine without a GPU: ``allocate`` with a GPU's
+    buffer type registers touched memory, and frees it in the order the runtime needs."""
+    calls: list[tuple[str, int, bool]] = []
+
+    def register(address: int, size: int) -> object:
+        calls.append(("register", size, _resident_pages(address, size) > 0))
+        return lambda: calls.append(("unregister", size, _resident_pages(address, size) > 0))
+
+    monkeypatch.setattr(pinning, "can_register", lambda: True)
+    monkeypatch.setattr(pinning, "register", register)
+    buffer = allocate(3 << 20, buffer_type=1)
+    assert buffer.pinned and buffer.registered and buffer.size == 4 << 20
+    buffer.view[-5:] = b"hello"
+    buffer.free()
+    assert calls == [("register", 4 << 20, True), ("unregister", 4 << 20, True)]
+
+
+def test_memory_the_runtime_refuses_to_register_is_given_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    mapped: list[object] = []
+    real = pinning.map_touched
+
+    def map_touched(size: int) -> object:
+        memory, address = real(size)
+        mapped.append(memory)
+        return memory, address
+
+    monkeypatch.setattr(pinning, "can_register", lambda: True)
+    monkeypatch.setattr(pinning, "map_touched", map_touched)
+    monkeypatch.setattr(pinning, "register", lambda address, size: None)
+    assert hostmem._registered(2 << 20) is None
+    assert [memory.closed for memory in mapped] == [True]  # type: ignore[attr-defined]
 
 
 def test_the_pool_hands_freed_buffers_out_again_within_its_cap() -> None:

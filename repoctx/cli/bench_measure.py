@@ -129,6 +129,7 @@ def _fresh(engine: LlamaEngine, ids: list[int], record: Recorder, files: Path) -
     (state,) = [s for s in engine.host.states() if s.tokens == tokens]
     report["state_bytes"] = state.image.length
     report["pinned"] = state.image.buffer.pinned
+    report["registered"] = state.image.buffer.registered
     began = time.perf_counter()
     engine.flush(lambda event: None)
     report["save_s"] = time.perf_counter() - began

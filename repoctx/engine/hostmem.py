@@ -1,13 +1,15 @@
-"""Host memory for KV states. With a GPU, buffers come from the GPU backend's own host
-allocator (page-locked, CUDA's cudaMallocHost): copies between them and the device run at the
-bus's speed, where ordinary memory is staged through a bounce buffer at a fraction of it. Without
-one, they are anonymous memory maps. Page-locking is slow (about a second per 10 GB), so the
-engine keeps freed buffers in a pool and hands them out again. The buffer of the state a new
-process most likely restores (the latest saved) is asked for ahead of time (``reserve``), in a
-thread of its own while the model loads, instead of in front of the restore. Page-locking stalls
-the GPU's work while it runs (CUDA serializes it with kernels and copies: a prefill took as much
-longer as the page-locking beside it took), so it is never done while a prompt is evaluated: the
-buffer of a new state is allocated when it is copied out, after the answer.
+"""Host memory for KV states. With a GPU, buffers are page-locked: copies between them and the
+device run at the bus's speed, where ordinary memory is staged through a bounce buffer at a
+fraction of it. With CUDA they are anonymous maps on huge pages, touched by several threads and
+registered with the runtime (``pinning``); else they come from the GPU backend's own host
+allocator (CUDA's cudaMallocHost, several times slower to get). Without a GPU, they are
+anonymous memory maps. Page-locking is slow, so the engine keeps freed buffers in a pool and
+hands them out again. The buffer of the state a new process most likely restores (the latest
+saved) is asked for ahead of time (``reserve``), in a thread of its own while the model loads,
+instead of in front of the restore. Page-locking stalls the GPU's work while it runs (CUDA
+serializes it with kernels and copies: a prefill took as much longer as the page-locking beside
+it took), so it is never done while a prompt is evaluated: the buffer of a new state is
+allocated when it is copied out, after the answer.
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ import ctypes
 import mmap
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import llama_cpp  # noqa: F401 - before numpy; loads the ggml libraries used below
 import llama_cpp._ggml as ggml_bindings
+
+from repoctx.engine import pinning
 
 _GPU_DEVICE = 1  # GGML_BACKEND_DEVICE_TYPE_GPU
 _ALIGN = 1 << 21
@@ -68,21 +73,32 @@ class HostBuffer:
         array = (ctypes.c_ubyte * self.size).from_address(self.address)
         self.view = memoryview(array).cast("B")
 
+    @property
+    def registered(self) -> bool:
+        """Page-locked by registering touched memory with CUDA (see ``pinning``)."""
+        return isinstance(self._release, _Registered)
+
     def free(self) -> None:
         release, self._release = self._release, None
         self.view.release()
         if isinstance(release, mmap.mmap):
             release.close()
+        elif isinstance(release, _Registered):
+            release.release()
         elif release is not None:
             _ggml().ggml_backend_buffer_free(release)
 
 
 def allocate(size: int, buffer_type: int | None) -> HostBuffer:
-    """A buffer of at least ``size`` bytes: page-locked from ``buffer_type`` when given (falls
-    back to ordinary memory when the driver refuses), else an anonymous map. MemoryError when
-    the system has no memory left."""
+    """A buffer of at least ``size`` bytes: page-locked when ``buffer_type`` (the GPU backend's
+    host buffer type) is given, registered with CUDA or else from ``buffer_type`` (ordinary
+    memory when the driver refuses both), else an anonymous map. MemoryError when the system
+    has no memory left."""
     size = max(_ALIGN, -(-size // _ALIGN) * _ALIGN)
     if buffer_type is not None:
+        registered = _registered(size)
+        if registered is not None:
+            return registered
         lib = _ggml()
         handle = lib.ggml_backend_buft_alloc_buffer(buffer_type, size)
         if handle:
@@ -97,6 +113,34 @@ def allocate(size: int, buffer_type: int | None) -> HostBuffer:
     base = ctypes.addressof(anchor)
     del anchor  # an export left alive would keep the map from closing
     return HostBuffer(base, size, False, memory)
+
+
+def _registered(size: int) -> HostBuffer | None:
+    """``size`` bytes of touched memory registered with the CUDA runtime, or None where there
+    is no such runtime or it refuses."""
+    if not pinning.can_register():
+        return None
+    try:
+        memory, address = pinning.map_touched(size)
+    except OSError as error:
+        raise MemoryError(f"cannot map {size:,} bytes for a KV state") from error
+    unregister = pinning.register(address, size)
+    if unregister is None:
+        memory.close()
+        return None
+    return HostBuffer(address, size, True, _Registered(memory, unregister))
+
+
+@dataclass(frozen=True)
+class _Registered:
+    """What frees a registered buffer: unregister it, then unmap it."""
+
+    memory: mmap.mmap
+    unregister: Callable[[], None]
+
+    def release(self) -> None:
+        self.unregister()
+        self.memory.close()
 
 
 class HostPool:
