@@ -46,3 +46,10 @@ def test_the_cli_imports_llama_cpp_before_running_a_model() -> None:
     assert source.index("import llama_cpp") < source.index("from repoctx.session import")
     source = (ROOT / "repoctx" / "cli" / "engine.py").read_text()  # the resident engine's process
     assert source.index("import llama_cpp") < source.index("from repoctx.resident.server import")
+
+
+def test_packing_imports_rich_tiktoken_and_concurrent_futures_only_when_used() -> None:
+    """A warm pack counts nothing and prints no table: what only counting, worker processes
+    or ``--stats`` need is imported where they start."""
+    loaded = modules_after("import repoctx.config, repoctx.pack.pipeline, repoctx.cli.pack")
+    assert not {"rich", "tiktoken", "concurrent.futures", "ctypes"} & loaded

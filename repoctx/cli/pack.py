@@ -6,12 +6,8 @@ import json
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
-
-from repoctx.cli.console import StderrEvents
 from repoctx.config import load_settings
 from repoctx.deps.graph import backward_violations
 from repoctx.errors import UsageError
@@ -20,6 +16,10 @@ from repoctx.pack.fit import Pack
 from repoctx.pack.pipeline import PackResult, build_pack
 from repoctx.paths import user_path
 from repoctx.scan.rules import TRACKED_IN_GENERATED_FOLDER
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
 
 def run_pack(
@@ -31,6 +31,10 @@ def run_pack(
     graph: bool,
     flags: dict[str, Any],
 ) -> None:
+    from rich.console import Console  # rich: imported only by the runs that print with it
+
+    from repoctx.cli.console import StderrEvents
+
     roots = [user_path(path) for path in paths]
     settings = load_settings(roots, {**flags, "format": fmt})
     with StderrEvents() as events:
@@ -93,6 +97,8 @@ def pack_json(result: PackResult) -> str:
 
 
 def print_stats(console: Console, result: PackResult, output: Path | None) -> None:
+    from rich.table import Table
+
     pack = result.pack
     files = Table(title="Packed files, in pack order", title_justify="left")
     for column in ("#", "file", "language", "kind", "tokens"):
@@ -147,6 +153,8 @@ def _tracked_in_generated_folders(result: PackResult) -> str:
 
 
 def _language_table(result: PackResult) -> Table:
+    from rich.table import Table
+
     tokens: Counter[str] = Counter()
     counts: Counter[str] = Counter()
     for segment in result.pack.segments:
@@ -163,6 +171,8 @@ def _language_table(result: PackResult) -> Table:
 
 
 def _omitted_table(result: PackResult) -> Table:
+    from rich.table import Table
+
     table = Table(title="Omitted or reduced", title_justify="left")
     table.add_column("file")
     table.add_column("reason")

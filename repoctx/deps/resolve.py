@@ -8,9 +8,8 @@ import functools
 import hashlib
 import os
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Executor, Future
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from repoctx.cache import ContentCache
 from repoctx.deps.graph import DepGraph
@@ -18,6 +17,9 @@ from repoctx.events import EventSink, Progress, ignore_events
 from repoctx.languages import ImportRef, RepoIndex, get_language
 from repoctx.languages.base import HeadedLanguage
 from repoctx.scan.snapshot import RootSnapshot, SkipReason, Snapshot, SourceFile
+
+if TYPE_CHECKING:  # concurrent.futures: imported where worker processes start
+    from concurrent.futures import Executor, Future
 
 CACHE_NAMESPACE = "imports:v1"
 # imports of a head that parsed cleanly, by its bytes: any file with that head has them

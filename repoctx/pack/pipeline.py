@@ -14,10 +14,9 @@ import hashlib
 import os
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeGuard
+from typing import TYPE_CHECKING, TypeGuard
 
 from repoctx.cache import ContentCache
 from repoctx.config import Settings
@@ -41,6 +40,9 @@ from repoctx.tokens.count import (
     prepare_in_worker,
     ranks_to_derive,
 )
+
+if TYPE_CHECKING:  # concurrent.futures: imported where worker processes start
+    from concurrent.futures import Executor, Future
 
 SIGNATURES_NAMESPACE = "signatures:v1"
 TEXTS_RECORD = "texts"  # key prefix of _TextCounts records, beside segment keys "xml:full:..."

@@ -16,7 +16,6 @@ are dropped by llama.cpp: here they get placeholder ranks that are removed after
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import os
 import re
@@ -24,10 +23,7 @@ import threading
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from typing import Any
-
-import tiktoken
+from typing import TYPE_CHECKING, Any
 
 from repoctx.errors import TokenizerError
 from repoctx.events import Event, EventSink, ignore_events
@@ -35,6 +31,11 @@ from repoctx.model.modelfile import ModelInfo, read_model_info
 from repoctx.tokens import bperanks
 from repoctx.tokens.bperanks import Ranks
 from repoctx.tokens.pretokenizers import PRE_TOKENIZERS, PreTokenizer, for_tiktoken
+
+if TYPE_CHECKING:  # a run whose counts all come from the cache imports neither
+    from concurrent.futures import Executor, Future
+
+    import tiktoken
 
 _PARALLEL_CHARS = 256 * 1024
 
@@ -73,6 +74,8 @@ class Tokenizer(ABC):
         workers = min(os.cpu_count() or 1, len(texts)) if self.threads_run_together else 1
         if workers < 2 or sum(map(len, texts)) < _PARALLEL_CHARS:
             return [self.count(text) for text in texts]
+        from concurrent.futures import ThreadPoolExecutor
+
         counts = [0] * len(texts)
 
         def run(start: int) -> None:
@@ -97,6 +100,8 @@ class _Tables:
     """What a TiktokenTokenizer encodes with, made from its ranks."""
 
     def __init__(self, name: str, pre: PreTokenizer, ranks: Ranks) -> None:
+        import tiktoken
+
         mergeable = dict(zip(ranks.pieces, ranks.ranks, strict=True))
         self.encoding = tiktoken.Encoding(
             name, pat_str=for_tiktoken(pre.pattern), mergeable_ranks=mergeable, special_tokens={}
@@ -293,6 +298,8 @@ _LOG_CALLBACK: list[Any] = []  # llama.cpp calls it for the life of the process
 def quiet_llama_cpp(llama_cpp: Any) -> None:
     """Initialize llama.cpp once, sending its log lines nowhere: the core never prints."""
     if not _LOG_CALLBACK:
+        import ctypes
+
         _LOG_CALLBACK.append(llama_cpp.llama_log_callback(lambda level, text, data: None))
         llama_cpp.llama_log_set(_LOG_CALLBACK[0], ctypes.c_void_p(0))
         llama_cpp.llama_backend_init()
