@@ -7,7 +7,9 @@ import io
 import json
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from repo_helpers import LLAMA3_VOCAB, Events, MakeRepo, git, write_files
@@ -390,6 +392,39 @@ def test_an_edit_keeps_the_pack_text_before_the_edited_file(make_repo: MakeRepo)
     after = pack([repo]).pack.text
     cut = before.index('<file path="proj/m7.py">')
     assert after[:cut] == before[:cut] and after != before
+
+
+def test_a_warm_pack_reads_the_counts_of_the_last_pack_in_one_record(
+    make_repo: MakeRepo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = make_repo(APP)
+    cache = ContentCache.memory()
+    first = pack([repo], cache).pack.text
+    asked: list[tuple[str, str]] = []
+    get_many = cache.get_many
+
+    def spy(namespace: str, keys: Iterable[str]) -> dict[str, Any]:
+        wanted = list(keys)
+        asked.extend((namespace, key) for key in wanted if namespace.startswith("tokens:"))
+        return get_many(namespace, wanted)
+
+    monkeypatch.setattr(cache, "get_many", spy)
+    assert pack([repo], cache).pack.text == first
+    records = {key.split(":")[0] for _, key in asked}
+    assert records == {"segments", "texts"}  # no file looked up on its own
+    namespace, record = next((n, k) for n, k in asked if k.startswith("segments:"))
+
+    asked.clear()
+    write_files(repo, {"src/shop/money.py": "class Money:\n    cents: int\n"})
+    edited = pack([repo], cache)
+    alone = [key for _, key in asked if key.startswith("xml:")]
+    assert len(alone) == 1 and alone[0].endswith(":proj/src/shop/money.py")
+    tokenizer = load_tokenizer(edited.model.path)
+    assert all(tokenizer.count(s.text) == s.tokens for s in edited.pack.segments)
+
+    cache.put(namespace, record, {alone[0]: "not a count"})
+    assert pack([repo], cache).pack.text == edited.pack.text
+    assert pack([repo], cache).pack.text == edited.pack.text
 
 
 def test_tracked_ignored_files_are_packed_and_untracked_ignored_are_not(

@@ -13,10 +13,10 @@ import dataclasses
 import hashlib
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeGuard
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from repoctx.cache import ContentCache
 from repoctx.config import Settings
@@ -46,6 +46,7 @@ if TYPE_CHECKING:  # concurrent.futures: imported where worker processes start
 
 SIGNATURES_NAMESPACE = "signatures:v1"
 TEXTS_RECORD = "texts"  # key prefix of _TextCounts records, beside segment keys "xml:full:..."
+SEGMENTS_RECORD = "segments"  # key prefix of _RecentCounts records
 FITTED_FORMAT = "xml"  # what the model sees, so what the budget is about
 
 
@@ -128,13 +129,13 @@ def build_pack(
     tokenizer = tokenizer or load_tokenizer(model.path, on_event, prepared)
     watch.lap("tokenizer")
     renderer = RENDERERS[FITTED_FORMAT]
-    counter = _SegmentCounter(tokenizer, cache, renderer, on_event, model.path)
+    root_names = [root.name for root in snapshot.roots]
+    counter = _SegmentCounter(tokenizer, cache, renderer, on_event, model.path, root_names)
     segments = counter.full_segments(snapshot.files, workers)
     watch.lap("tokens")
     graph = build_graph(snapshot, imports.finish(), plan, cache)
     ordering = order_files(graph, {f.key: f.last_changed for f in snapshot.files})
     watch.lap("graph")
-    root_names = [root.name for root in snapshot.roots]
     texts = _TextCounts(tokenizer, cache, renderer, root_names)
     inputs = PackInputs(
         renderer=renderer,
@@ -149,9 +150,12 @@ def build_pack(
     texts.remember()
     if not tokenizer.additive:
         pack = _fit_whole_text(inputs, budget, pack, tokenizer)
+    counter.remember()
     if settings.format in RENDERERS and settings.format != FITTED_FORMAT:
-        viewer = _SegmentCounter(tokenizer, cache, RENDERERS[settings.format], on_event, model.path)
+        shown = RENDERERS[settings.format]
+        viewer = _SegmentCounter(tokenizer, cache, shown, on_event, model.path, root_names)
         pack = _view(pack, root_names, viewer)
+        viewer.remember()
     watch.lap("fit")
     return PackResult(snapshot, graph, ordering, pack, model, watch.timings)
 
@@ -231,10 +235,9 @@ class _TextCounts:
         self.tokenizer = tokenizer
         self.cache = cache
         self.namespace = f"tokens:{tokenizer.name}"
-        roots_digest = hashlib.sha256("\0".join(roots).encode()).hexdigest()[:32]
-        self.key = f"{TEXTS_RECORD}:{renderer.name}:{roots_digest}"
+        self.key = f"{TEXTS_RECORD}:{renderer.name}:{_roots_digest(roots)}"
         stored = cache.get(self.namespace, self.key)
-        self.known: dict[str, int] = stored if _is_text_counts(stored) else {}
+        self.known: dict[str, int] = stored if _is_counts(stored) else {}
         self.fresh = False
 
     def count_many(self, texts: Sequence[str]) -> list[int]:
@@ -247,6 +250,43 @@ class _TextCounts:
     def remember(self) -> None:
         if self.fresh and len(self.known) <= self.LIMIT:
             self.cache.put(self.namespace, self.key, self.known)
+
+
+class _RecentCounts:
+    """The token counts of the segments that the last pack of the same roots used (per
+    tokenizer and format), in one record: a warm run reads it instead of looking every file up.
+    Its keys are those of the entries kept per file, blob ids included, so a hit is as right as
+    theirs; it is rewritten, with this run's segments only, when they differ."""
+
+    LIMIT = 500_000  # segments kept in the record
+
+    def __init__(self, cache: ContentCache, namespace: str, key: str) -> None:
+        self.cache = cache
+        self.namespace = namespace
+        self.key = key
+        stored = cache.get(namespace, key)
+        self.stored: dict[str, int] = stored if _is_counts(stored) else {}
+        self.used: dict[str, int] = {}
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, int]:
+        """The counts of those ``keys`` that are known: from the record, else per file."""
+        found: dict[str, int] = {}
+        missing: list[str] = []
+        for key in keys:
+            if key in self.stored:
+                found[key] = self.stored[key]
+            else:
+                missing.append(key)
+        if missing:
+            found.update(self.cache.get_many(self.namespace, missing))
+        return found
+
+    def note(self, counts: Mapping[str, int]) -> None:
+        self.used.update(counts)
+
+    def remember(self) -> None:
+        if self.used != self.stored and len(self.used) <= self.LIMIT:
+            self.cache.put(self.namespace, self.key, self.used)
 
 
 _BATCH_CHARS = 128 * 1024  # small enough for workers and this thread to meet near the middle
@@ -265,14 +305,20 @@ def _batches(names: list[str], size: Callable[[str], int]) -> list[list[str]]:
     return batches if batches[0] else []
 
 
-def _is_text_counts(value: object) -> TypeGuard[dict[str, int]]:
+def _roots_digest(roots: Sequence[str]) -> str:
+    return hashlib.sha256("\0".join(roots).encode()).hexdigest()[:32]
+
+
+def _is_counts(value: object) -> TypeGuard[dict[str, int]]:
     return isinstance(value, dict) and all(
         isinstance(k, str) and type(v) is int for k, v in value.items()
     )
 
 
 class _SegmentCounter:
-    """Renders files and counts their tokens, cached by (format, path, blob id, tokenizer)."""
+    """Renders files and counts their tokens, cached by (format, path, blob id, tokenizer).
+    Given the pack's ``roots``, it reads the counts of the last pack of those roots in one
+    record (``_RecentCounts``), and ``remember()`` stores this run's."""
 
     def __init__(
         self,
@@ -281,6 +327,7 @@ class _SegmentCounter:
         renderer: Renderer,
         on_event: EventSink,
         model_path: Path,
+        roots: Sequence[str] = (),
     ) -> None:
         self.tokenizer = tokenizer
         self.cache = cache
@@ -288,6 +335,14 @@ class _SegmentCounter:
         self.on_event = on_event
         self.model_path = model_path
         self.namespace = f"tokens:{tokenizer.name}"
+        self.recent: _RecentCounts | None = None
+        if roots:
+            key = f"{SEGMENTS_RECORD}:{renderer.name}:{_roots_digest(roots)}"
+            self.recent = _RecentCounts(cache, self.namespace, key)
+
+    def remember(self) -> None:
+        if self.recent is not None:
+            self.recent.remember()
 
     def _key(self, file: SourceFile, reduced: bool) -> str:
         state = "sig" if reduced else "full"
@@ -297,7 +352,7 @@ class _SegmentCounter:
         self, rendered: dict[str, tuple[SourceFile, str, bool]], workers: Executor | None = None
     ) -> dict[str, Segment]:
         keys = {name: self._key(file, reduced) for name, (file, _, reduced) in rendered.items()}
-        cached = self.cache.get_many(self.namespace, keys.values())
+        cached = self._cached(keys.values())
         missing = [name for name, key in keys.items() if key not in cached]
         batches = _batches(missing, lambda name: len(rendered[name][1]))
         texts = [[rendered[name][1] for name in batch] for batch in batches]
@@ -310,11 +365,18 @@ class _SegmentCounter:
             done += len(batch)
             self.on_event(Progress("tokens", done, len(missing)))
         self.cache.put_many(self.namespace, counted)
-        totals = {**cached, **counted}
+        totals = {key: int(count) for key, count in {**cached, **counted}.items()}
+        if self.recent is not None:
+            self.recent.note(totals)
         return {
-            name: Segment(file, text, int(totals[keys[name]]), reduced)
+            name: Segment(file, text, totals[keys[name]], reduced)
             for name, (file, text, reduced) in rendered.items()
         }
+
+    def _cached(self, keys: Iterable[str]) -> dict[str, Any]:
+        if self.recent is not None:
+            return self.recent.get_many(keys)
+        return self.cache.get_many(self.namespace, keys)
 
     def full_segments(
         self, files: Sequence[SourceFile], workers: Executor | None = None
