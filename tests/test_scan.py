@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import builtins
 import hashlib
 import os
 import shutil
@@ -23,7 +22,7 @@ from repoctx.errors import (
     UsageError,
 )
 from repoctx.events import Event, Notice, Progress
-from repoctx.scan import gitinfo
+from repoctx.scan import gitinfo, scanner
 from repoctx.scan.rules import TRACKED_IN_GENERATED_FOLDER, Rules
 from repoctx.scan.scanner import NEWEST, ScanOptions, root_names, scan
 from repoctx.scan.snapshot import (
@@ -598,19 +597,28 @@ def test_unreadable_file_is_reported_with_a_notice(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     repo = new_repo(tmp_path / "proj", {"a.py": "a\n", "locked.py": "l\n"})
-    real_open: Callable[..., Any] = builtins.open
+    real_open: Callable[..., Any] = os.open
 
     def guarded(file: Any, *args: Any, **kwargs: Any) -> Any:
         if str(file).endswith("locked.py"):
             raise PermissionError(13, "Permission denied", str(file))
         return real_open(file, *args, **kwargs)
 
-    monkeypatch.setattr(builtins, "open", guarded)
+    monkeypatch.setattr(os, "open", guarded)
     events: list[Event] = []
     snapshot = scan([repo], on_event=events.append)
     assert set(files_of(snapshot)) == {"a.py"}
     assert skipped_of(snapshot)["locked.py"].reason is SkipReason.UNREADABLE
     assert any(isinstance(e, Notice) and "locked.py" in e.message for e in events)
+
+
+def test_a_file_is_read_whole_whatever_size_its_stat_gave(tmp_path: Path) -> None:
+    path = tmp_path / "grown.py"
+    content = b"x = 1\n" * 100_000
+    path.write_bytes(content)
+    for listed_size in (0, 5, len(content) - 1, len(content), 10 * len(content)):
+        data, status = scanner._read_file(str(path), listed_size)
+        assert data == content and status.st_size == len(content)
 
 
 # -- errors, events, determinism --------------------------------------------------------------

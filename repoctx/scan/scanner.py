@@ -59,6 +59,7 @@ NEWEST = gitinfo.NEWEST
 PROGRESS_EVERY = 250
 STATUS_NAMESPACE = "file-status:v1"
 SETTLED_NS = 2_000_000_000  # a file changed more recently may change again unseen in its tick
+READ_CHUNK = 1024 * 1024  # what a read asks for beyond the size a file had when it was listed
 
 
 @dataclass(frozen=True)
@@ -375,7 +376,7 @@ class _Reader:
             return self._skip(path, SkipReason.TOO_LARGE, size, self._limit_detail(limit))
         if size == 0:
             return self._skip(path, SkipReason.EMPTY)
-        found = self._read(candidate, full, verdict)
+        found = self._read(candidate, full, verdict, size)
         if isinstance(found, SourceFile) and candidate.index_id is not None:
             if link_id is not None:
                 as_git_sees = (link_id, gitinfo.SYMLINK_MODE)
@@ -412,13 +413,11 @@ class _Reader:
         return info
 
     def _read(
-        self, candidate: _Candidate, full: str, verdict: PathClass
+        self, candidate: _Candidate, full: str, verdict: PathClass, size: int
     ) -> SourceFile | SkippedFile:
         path = candidate.path
         try:
-            with open(full, "rb") as handle:
-                data = handle.read()
-                status = os.fstat(handle.fileno())  # after the read: a change during it shows
+            data, status = _read_file(full, size)
         except OSError as error:
             return self._unreadable(path, error)
         if not data:
@@ -470,6 +469,20 @@ class _Reader:
             dataclasses.replace(f, last_changed=NEWEST) if f.path in changed else f
             for f in self.files
         ]
+
+
+def _read_file(full: str, size: int) -> tuple[bytes, os.stat_result]:
+    """The bytes of the file at ``full``, of about ``size`` bytes (it may have changed since its
+    stat), and its status after the read, so that a change during the read shows. Plain system
+    calls: a buffered file object costs more than the read of a small file."""
+    fd = os.open(full, os.O_RDONLY)
+    try:
+        data = os.read(fd, size + 1)
+        while chunk := os.read(fd, max(size, READ_CHUNK)):
+            data += chunk
+        return data, os.fstat(fd)
+    finally:
+        os.close(fd)
 
 
 def _link_id(full: str) -> str:
