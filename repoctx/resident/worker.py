@@ -8,7 +8,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from repoctx.engine.base import Engine
@@ -66,7 +66,7 @@ class Engines:
     def get(self, key: EngineKey, n_ctx: int, on_event: EventSink) -> tuple[Engine, bool]:
         """The engine for ``key`` with at least ``n_ctx`` tokens of context (a loaded one
         grows with ``fit``), and whether it reported its ``ModelReady`` meanwhile."""
-        engine = self._loaded.get(key)
+        engine = self._loaded_for(key)
         if engine is not None:
             if engine.ready.n_ctx >= n_ctx:
                 return engine, False
@@ -82,13 +82,26 @@ class Engines:
                 "reads the new file"
             )
         for other, loaded in list(self._loaded.items()):
-            message = f"closing {loaded.ready.model} to open {model.path.name}"
+            closing, opening = loaded.ready.model, model.path.name
+            if closing == opening:  # two files of one name: say which is which
+                closing, opening = other.model_path, str(model.path)
+            message = f"closing {closing} to open {opening}"
             on_event(Notice(message + " (one model in memory at a time)", "info"))
             self._close(other)
         opened = self.opener(model, n_ctx, on_event, key.kv_type, key.flash_attn)
         with self._lock:
             self._loaded[key] = opened
         return opened, True
+
+    def _loaded_for(self, key: EngineKey) -> Engine | None:
+        """The engine loaded for ``key``, or for the same file content at another path (one
+        model file reached by two paths, as two installs sharing REPOCTX_HOME do)."""
+        engine = self._loaded.get(key)
+        if engine is None:
+            same = replace(key, model_path="")
+            found = (e for k, e in self._loaded.items() if replace(k, model_path="") == same)
+            engine = next(found, None)
+        return engine
 
     def housekeep(self) -> None:
         for key, engine in list(self._loaded.items()):
