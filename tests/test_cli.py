@@ -35,6 +35,23 @@ def test_pack_prints_the_exact_model_text(make_repo: MakeRepo) -> None:
     assert done.stderr == ""
 
 
+def test_a_pack_that_shows_nothing_on_stderr_never_imports_rich(make_repo: MakeRepo) -> None:
+    """rich draws what shows on stderr (a bar after a second, notices) and --stats, --graph."""
+    repo = make_repo(FILES)
+    assert repoctx("pack", str(repo)).returncode == 0  # the tokenizer derived, files counted
+    probe = (
+        "import sys\n"
+        "from repoctx.cli.main import cli\n"
+        "cli(['pack', sys.argv[1]], standalone_mode=False)\n"
+        "sys.stderr.write(' '.join(m for m in sys.modules if m.split('.')[0] == 'rich'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(repo)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and done.stdout.startswith("<repository_pack")
+    assert done.stderr == ""
+
+
 def test_stats_and_output_file(make_repo: MakeRepo, tmp_path: Path) -> None:
     out = tmp_path / "pack.md"
     done = repoctx("pack", str(make_repo(FILES)), "--stats", "--format", "markdown", "-o", str(out))

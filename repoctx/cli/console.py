@@ -9,21 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from types import TracebackType
-
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
+from typing import TYPE_CHECKING
 
 from repoctx.events import (
     AnswerDone,
@@ -36,6 +22,10 @@ from repoctx.events import (
 )
 from repoctx.events import Progress as ProgressEvent
 
+if TYPE_CHECKING:  # rich is imported when something shows: a short, quiet run never needs it
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
+
 STAGE_LABELS = {
     "scan": "scanning files",
     "parse": "parsing imports",
@@ -47,18 +37,6 @@ STAGE_LABELS = {
     "download": "downloading",
     "verify": "verifying",
 }
-
-
-class RateColumn(ProgressColumn):
-    """Units per second, for token and byte counts."""
-
-    def render(self, task: Task) -> Text:
-        unit = str(task.fields.get("unit", ""))
-        if task.speed is None or unit not in ("tokens", "bytes"):
-            return Text("")
-        if unit == "bytes":
-            return Text(f"{task.speed / 2**20:,.0f} MiB/s")
-        return Text(f"{task.speed:,.0f} tok/s")
 
 
 def describe_outcome(outcome: CacheOutcome) -> str:
@@ -195,13 +173,21 @@ class StderrEvents:
     stdout."""
 
     def __init__(self, delay_s: float = 1.0, console: Console | None = None) -> None:
-        self.console = console or Console(stderr=True, soft_wrap=True)
+        self._console = console
         self.delay_s = delay_s
         self.started = time.monotonic()
         self.progress: Progress | None = None
         self.plain = PlainProgress(delay_s)
         self.tasks: dict[str, TaskID] = {}
         self.notices: list[str] = []
+
+    @property
+    def console(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=True, soft_wrap=True)
+        return self._console
 
     def __enter__(self) -> StderrEvents:
         self.started = time.monotonic()
@@ -225,12 +211,11 @@ class StderrEvents:
     def __call__(self, event: Event) -> None:
         if isinstance(event, Notice):
             self.notices.append(event.message)
+            from rich.markup import escape
+
             self._line(f"[yellow]{event.level}:[/] {escape(event.message)}", markup=True)
         elif isinstance(event, ProgressEvent):
-            if self.console.is_terminal:
-                self._progress(event)
-            elif (line := self.plain.line(event)) is not None:
-                self._line(line, style="dim")
+            self._on_progress(event)
         elif isinstance(event, CacheOutcome):
             self.stop()
             self._line(describe_outcome(event), style="dim")
@@ -249,22 +234,22 @@ class StderrEvents:
         """One line that is never wrapped (a terminal folds it, a log keeps it whole)."""
         self.console.print(text, style=style, highlight=False, markup=markup, soft_wrap=True)
 
+    def _on_progress(self, event: ProgressEvent) -> None:
+        """A bar on a terminal, plain lines elsewhere. No bar shows before ``delay_s``, so until
+        then the console (rich) is asked which it is only when a plain line is due."""
+        early = self.progress is None and time.monotonic() - self.started < self.delay_s
+        if not early and self.console.is_terminal:
+            self._progress(event)
+            return
+        line = self.plain.line(event)
+        if line is not None and not self.console.is_terminal:
+            self._line(line, style="dim")
+
     def _progress(self, event: ProgressEvent) -> None:
         if self.progress is None:
-            if time.monotonic() - self.started < self.delay_s:
-                return
-            self.progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[unit]}"),
-                RateColumn(),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=self.console,
-                transient=True,
-            )
-            self.progress.start()
+            from repoctx.cli.progressbar import progress_bar
+
+            self.progress = progress_bar(self.console)
         if event.stage not in self.tasks:
             label = STAGE_LABELS.get(event.stage, event.stage)
             self.tasks[event.stage] = self.progress.add_task(label, total=None, unit=event.unit)

@@ -31,8 +31,6 @@ def run_pack(
     graph: bool,
     flags: dict[str, Any],
 ) -> None:
-    from rich.console import Console  # rich: imported only by the runs that print with it
-
     from repoctx.cli.console import StderrEvents
 
     roots = [user_path(path) for path in paths]
@@ -42,12 +40,15 @@ def run_pack(
     pieces = [pack_json(result)] if settings.format == "json" else result.pack.pieces()
     if output is not None:
         write_output(output, pieces)
-    console = Console(highlight=False, soft_wrap=True)
-    if graph:
-        print_graph(console, result)
-    if stats:
-        print_stats(console, result, output)
-    if output is None and not (stats or graph):
+    if stats or graph:
+        from rich.console import Console  # rich: imported only by the runs that print with it
+
+        console = Console(highlight=False, soft_wrap=True)
+        if graph:
+            print_graph(console, result)
+        if stats:
+            print_stats(console, result, output)
+    elif output is None:
         for piece in pieces:
             sys.stdout.write(piece)
         sys.stdout.flush()
