@@ -180,6 +180,47 @@ def test_memory_to_register_is_aligned_to_a_huge_page_and_already_touched() -> N
         memory.close()
 
 
+class RefusingLibc:
+    """libc whose ``madvise`` refuses to populate with ``code``, recording ``memset`` calls."""
+
+    def __init__(self, code: int) -> None:
+        self.code, self.memsets = code, 0
+
+    def madvise(self, address: int, size: int, advice: int) -> int:
+        if advice != pinning._MADV_POPULATE_WRITE:
+            return 0
+        ctypes.set_errno(self.code)
+        return -1
+
+    def memset(self, address: int, value: int, size: int) -> None:
+        self.memsets += 1
+        ctypes.memset(address, value, size)
+
+
+def test_without_memory_to_touch_a_buffer_is_a_memory_error_not_the_oom_killer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    libc = RefusingLibc(errno.ENOMEM)
+    monkeypatch.setattr(pinning, "_libc", lambda: libc)
+    monkeypatch.setattr(pinning, "can_register", lambda: True)
+    with pytest.raises(MemoryError, match="cannot map"):
+        allocate(3 << 20, buffer_type=1)
+    assert libc.memsets == 0, "writing pages the system cannot give would wake the OOM killer"
+
+
+def test_a_kernel_without_populate_has_its_pages_written_instead(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    libc = RefusingLibc(errno.EINVAL)
+    monkeypatch.setattr(pinning, "_libc", lambda: libc)
+    memory, address = pinning.map_touched(3 * pinning.HUGE_PAGE)
+    try:
+        assert libc.memsets == min(3, os.cpu_count() or 1)  # one a thread
+        assert _resident_pages(address, 3 * pinning.HUGE_PAGE) == 3 * pinning.HUGE_PAGE // 4096
+    finally:
+        memory.close()
+
+
 def test_without_the_cuda_runtime_nothing_is_registered() -> None:
     if llama_cpp.llama_supports_gpu_offload():
         pytest.skip("a GPU build")
