@@ -197,6 +197,23 @@ class RefusingLibc:
         ctypes.memset(address, value, size)
 
 
+def test_a_forked_child_does_not_share_the_memory_to_register() -> None:
+    """The pack forks workers; pages the GPU copies into must stay the parent's alone."""
+    memory, address = pinning.map_touched(pinning.HUGE_PAGE)
+    try:
+        child = os.fork()
+        if child == 0:  # mincore fails with ENOMEM where nothing is mapped
+            vector = (ctypes.c_ubyte * 512)()
+            libc = ctypes.CDLL(None, use_errno=True)
+            mapped = libc.mincore(ctypes.c_void_p(address), ctypes.c_size_t(4096), vector) == 0
+            os._exit(1 if mapped else 0)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert _resident_pages(address, pinning.HUGE_PAGE) == pinning.HUGE_PAGE // 4096
+    finally:
+        memory.close()
+
+
 def test_without_memory_to_touch_a_buffer_is_a_memory_error_not_the_oom_killer(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

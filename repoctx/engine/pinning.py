@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 
 _REGISTER_PORTABLE = 1  # cudaHostRegisterPortable: page-locked for every CUDA context
+_MADV_DONTFORK = 10
 _MADV_HUGEPAGE = 14
 _MADV_POPULATE_WRITE = 23  # Linux 5.14: fault pages in writable, without writing them
 HUGE_PAGE = 1 << 21
@@ -76,6 +77,9 @@ def map_touched(size: int) -> tuple[mmap.mmap, int]:
     address = -(-start // HUGE_PAGE) * HUGE_PAGE
     libc = _libc()
     libc.madvise(address, size, _MADV_HUGEPAGE)  # refused where THP is off: 4 KiB pages then
+    # a child forked later (the pack's worker processes) must not share these pages copy-on-write:
+    # before Linux 5.9 the parent's next write could move a page the GPU still copies into
+    libc.madvise(start, size + HUGE_PAGE, _MADV_DONTFORK)
     slices = _slices(address, size, min(_TOUCH_THREADS, os.cpu_count() or 1))
     try:
         with ThreadPoolExecutor(len(slices), thread_name_prefix="repoctx-touch") as pool:
