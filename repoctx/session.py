@@ -210,11 +210,15 @@ class Session:
         question: str,
         on_event: EventSink = ignore_events,
         cancel: threading.Event | None = None,
+        *,
+        last: bool = False,
     ) -> AnswerDone:
         """Answer ``question`` in the current conversation (a new one if none), streaming
         events, with the files the pack left out that it is about before it (``tail_for``,
         reported as ``TailAdded``); the exchange, those files included, is saved to the
-        conversation even when stopped early."""
+        conversation even when stopped early. ``last``: the session closes after this answer
+        (a one-shot ask), so the engine's deferred work is left to ``close``, which saves
+        the state, and nothing is readied for a question that will not come."""
         with self._lock:
             asked = self.store.clock()
             if self.result is None:
@@ -229,7 +233,8 @@ class Session:
             done = engine.answer(prompt, self.generation, on_event, cancel or threading.Event())
             self._remember(question, done, asked, tail)
             on_event(done)
-            engine.housekeep()  # the answer is out: now copy its state away to be saved
+            if not last:
+                engine.housekeep()  # the answer is out: now copy its state away to be saved
             return done
 
     def warm(

@@ -14,6 +14,7 @@ from repo_helpers import LLAMA3_VOCAB, MakeRepo, write_files
 
 from repoctx.config import Settings
 from repoctx.engine.base import GenerationOptions
+from repoctx.engine.llama import LlamaEngine
 from repoctx.events import CacheOutcome, Event, Progress
 from repoctx.kv.store import KVStore
 from repoctx.model import synth
@@ -81,3 +82,21 @@ def test_warm_can_be_cancelled(make_repo: MakeRepo, tiny_model: Path) -> None:
     warm = session(make_repo(FILES), tiny_model)
     assert warm.warm(lambda event: None, cancel) is None
     warm.close()
+
+
+@pytest.mark.parametrize("last", [False, True], ids=["more-to-come", "one-shot"])
+def test_a_one_shot_question_readies_no_spare_and_still_saves(
+    make_repo: MakeRepo, tiny_model: Path, last: bool
+) -> None:
+    """After an answer the engine readies a spare copy of the pack for the next conversation;
+    a one-shot ask closes right after, so it leaves that out, and ``close`` saves the state."""
+    repo = make_repo({name: f"# one shot: {last}\n{text}" for name, text in FILES.items()})
+    before = {entry.id for entry in KVStore().entries()}
+    asking = session(repo, tiny_model)
+    done = asking.ask("What does f3 do?", last=last)
+    engine = asking.engine
+    assert isinstance(engine, LlamaEngine)
+    assert any(slot.spare for slot in engine.slots.all) is not last
+    asking.close()
+    saved = [entry for entry in KVStore().entries() if entry.id not in before]
+    assert any(entry.n_tokens >= done.prompt_tokens for entry in saved), "the exchange is saved"

@@ -113,7 +113,7 @@ def run_ask(
     sink = _json_sink if as_json else _StreamSink()
     try:
         with ctrl_c_cancels(cancel):
-            done = session.ask(text, sink, cancel)
+            done = session.ask(text, sink, cancel, last=True)
     finally:
         try:
             session.close(sink)  # in-process: the save ends here, with progress; Ctrl-C skips it
