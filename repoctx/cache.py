@@ -30,6 +30,7 @@ _CHUNK = 500
 # a read marks an entry used only when its mark is older than this: an hour is precise enough
 # for least-recently-used eviction, and a warm run's reads then write nothing
 _TOUCH_AFTER_S = 3600.0
+_CHECK_EVERY_S = 24 * 3600.0  # between checks of the database's structure (see _check_due)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
     namespace TEXT NOT NULL,
@@ -189,21 +190,32 @@ class ContentCache:
 
     @_locked
     def size_bytes(self) -> int:
-        row = self._db.execute("SELECT COALESCE(SUM(size), 0) FROM entries").fetchone()
+        try:
+            row = self._db.execute("SELECT COALESCE(SUM(size), 0) FROM entries").fetchone()
+        except sqlite3.Error as error:
+            self._recover(error)
+            return 0
         return int(row[0])
 
     @_locked
     def stats(self) -> dict[str, tuple[int, int]]:
         """Namespace -> (entries, bytes)."""
-        rows = self._db.execute(
-            "SELECT namespace, COUNT(*), SUM(size) FROM entries GROUP BY namespace"
-        ).fetchall()
+        try:
+            rows = self._db.execute(
+                "SELECT namespace, COUNT(*), SUM(size) FROM entries GROUP BY namespace"
+            ).fetchall()
+        except sqlite3.Error as error:
+            self._recover(error)
+            return {}
         return {namespace: (int(count), int(size)) for namespace, count, size in rows}
 
     @_locked
     def clear(self) -> None:
-        with self._db:
-            self._db.execute("DELETE FROM entries")
+        try:
+            with self._db:
+                self._db.execute("DELETE FROM entries")
+        except sqlite3.Error as error:
+            self._recover(error)  # a new, empty database
 
     @_locked
     def close(self) -> None:
@@ -217,8 +229,34 @@ def _open_file(location: Path) -> sqlite3.Connection:
         os.chmod(location, 0o600)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
-    db.execute("PRAGMA quick_check(1)").fetchone()
+    if _check_due(location):
+        verdict = db.execute("PRAGMA quick_check(1)").fetchone()
+        if verdict is None or verdict[0] != "ok":
+            raise sqlite3.DatabaseError(f"quick_check: {verdict[0] if verdict else 'no answer'}")
+        _checked_now(location)
     return db
+
+
+def _stamp(location: Path) -> Path:
+    return location.with_name(location.name + ".checked")
+
+
+def _check_due(location: Path) -> bool:
+    """Whether the database's structure is to be checked at this opening. The check reads the
+    whole file (60 ms at 100 MB), so it runs once a day; damage found in between fails the
+    statement that meets it, and the cache is rebuilt then (``_recover``)."""
+    try:
+        checked = _stamp(location).stat().st_mtime
+    except OSError:
+        return True
+    return not 0 <= time.time() - checked < _CHECK_EVERY_S
+
+
+def _checked_now(location: Path) -> None:
+    stamp = _stamp(location)
+    with contextlib.suppress(OSError):
+        stamp.touch(mode=0o600)
+        os.utime(stamp)
 
 
 def _initialised(db: sqlite3.Connection) -> sqlite3.Connection:
@@ -229,6 +267,6 @@ def _initialised(db: sqlite3.Connection) -> sqlite3.Connection:
 
 
 def _remove_database(location: Path) -> None:
-    for suffix in ("", "-wal", "-shm"):
+    for suffix in ("", "-wal", "-shm", ".checked"):
         with contextlib.suppress(OSError):
             os.unlink(f"{location}{suffix}")
