@@ -22,8 +22,9 @@ from repoctx.deps import resolve
 from repoctx.deps.graph import backward_violations
 from repoctx.errors import BudgetTooSmallError, NothingToPackError, UsageError
 from repoctx.model.modelfile import Vocabulary, read_model_info
-from repoctx.pack.pipeline import PackResult, build_pack
-from repoctx.scan.snapshot import FileKind
+from repoctx.pack import pipeline
+from repoctx.pack.pipeline import SIGNATURES_NAMESPACE, PackResult, build_pack
+from repoctx.scan.snapshot import FileKind, SourceFile
 from repoctx.tokens import bperanks
 from repoctx.tokens import count as tokens
 from repoctx.tokens.count import load_tokenizer
@@ -186,6 +187,61 @@ def test_reduced_files_keep_their_signatures(make_repo: MakeRepo) -> None:
     assert "def add_all(total: int) -> int:" in reduced[0].text
     assert "total += 30" not in reduced[0].text
     assert 'reduced="signatures"' in result.text
+
+
+def many_reducible(count: int) -> dict[str, str]:
+    body = "".join(f"    total += {i}\n" for i in range(40))
+    return {
+        f"m{n:02}.py": f"def f{n}(total: int) -> int:\n{body}    return total\n"
+        for n in range(count)
+    }
+
+
+def test_a_warm_pack_over_budget_makes_signatures_only_of_the_files_it_packs_so(
+    make_repo: MakeRepo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reducing is decided on counts: the signatures' counts come from the cache, and the
+    signatures themselves are read only for the files packed as signatures."""
+    repo = make_repo(many_reducible(30))
+    cache = ContentCache.memory()
+    full = pack([repo], cache, budget=1_000_000).pack
+    budget = full.tokens // 12  # about half the files fit as signatures
+    cold = pack([repo], cache, budget=budget).pack
+    packed_reduced = {s.file.key for s in cold.segments if s.reduced}
+    dropped = {o.key for o in cold.omitted}
+    assert packed_reduced and dropped, "some files packed as signatures, some dropped"
+    read: list[str] = []
+    get_many = cache.get_many
+
+    def spy(namespace: str, keys: Iterable[str]) -> dict[str, Any]:
+        wanted = list(keys)
+        if namespace == SIGNATURES_NAMESPACE:
+            read.extend(wanted)
+        return get_many(namespace, wanted)
+
+    monkeypatch.setattr(cache, "get_many", spy)
+    warm = pack([repo], cache, budget=budget).pack
+    assert warm.text == cold.text and warm.tokens == cold.tokens
+    assert len(read) == len(packed_reduced)
+
+
+def test_signature_counts_that_do_not_hold_are_fitted_again_without_them(
+    make_repo: MakeRepo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A safety net: were a known count not that of the signatures made, the pack is fitted
+    again on the signatures themselves, never packed with a wrong count."""
+    repo = make_repo(many_reducible(12))
+    cache = ContentCache.memory()
+    budget = pack([repo], cache, budget=1_000_000).pack.tokens // 3
+    right = pack([repo], cache, budget=budget).pack
+    assert any(s.reduced for s in right.segments)
+
+    def wrong(self: object, files: list[SourceFile]) -> dict[str, int]:
+        return {f.key: 1 for f in files}
+
+    monkeypatch.setattr(pipeline._SegmentCounter, "reduced_counts", wrong)
+    again = pack([repo], cache, budget=budget).pack
+    assert again.text == right.text and again.tokens == right.tokens
 
 
 def _functions(name: str, count: int, body_lines: int) -> str:

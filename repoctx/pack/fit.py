@@ -10,7 +10,8 @@ docs), whole where it fits, else as signatures. Every file not packed whole is i
 ``Pack.omitted`` or ``Pack.reduced`` with its reason; the total never exceeds the budget.
 
 The fit counts one rendering, the text the model sees (xml); ``view`` renders the same choice
-of files in another format.
+of files in another format. Where the counts of files' signatures are known (a warm run), the
+choice is made on the counts, and only the signatures packed are read and rendered.
 """
 
 from __future__ import annotations
@@ -91,6 +92,9 @@ class PackInputs:
     count: Callable[[Sequence[str]], list[int]]
     reduce: Callable[[list[SourceFile]], dict[str, Segment]]
     skipped: list[Omission]
+    # the token counts of files' signatures known without their texts (by key), so that only
+    # the files packed as signatures are reduced and rendered
+    reduced_counts: Callable[[list[SourceFile]], dict[str, int]] | None = None
 
 
 def fit(inputs: PackInputs, budget: int) -> Pack:
@@ -99,6 +103,8 @@ def fit(inputs: PackInputs, budget: int) -> Pack:
     state = _FitState(inputs, budget)
     state.shed()
     state.list_dropped()
+    if not state.fetch_signatures():  # a known count was not that of the signatures made now
+        return fit(dataclasses.replace(inputs, reduced_counts=None), budget)
     return state.pack()
 
 
@@ -118,6 +124,7 @@ class _FitState:
         self.full: dict[str, Segment] = dict(self.current)
         self.dropped: dict[str, str] = {}  # why each dropped file was dropped
         self.smaller: dict[str, Segment] = {}  # signature versions made so far
+        self.unfetched: set[str] = set()  # of those, the ones known by their count alone
         self.listed: dict[str, int] = {}  # dropped files named in the footer, and their cost
         self.body_tokens = sum(s.tokens for s in inputs.segments)
         self.position = {s.file.key: i for i, s in enumerate(inputs.segments)}
@@ -213,7 +220,7 @@ class _FitState:
         batch_size = 64
         for start in range(0, len(candidates), batch_size):
             batch = candidates[start : start + batch_size]
-            reduced = self.inputs.reduce([s.file for s in batch])
+            reduced = self._signatures([s.file for s in batch])
             for segment in batch:
                 if self.total() <= self.budget:
                     return
@@ -221,6 +228,34 @@ class _FitState:
                 if smaller is not None and smaller.tokens < segment.tokens:
                     self.smaller[segment.file.key] = smaller
                     self._put(segment.file.key, smaller)
+
+    def _signatures(self, files: list[SourceFile]) -> dict[str, Segment]:
+        """Signature segments of ``files``: for those whose count is known, a stand-in with
+        no text (``fetch_signatures`` puts the text in for the ones packed)."""
+        known = self.inputs.reduced_counts(files) if self.inputs.reduced_counts else {}
+        found = {f.key: Segment(f, "", known[f.key], reduced=True) for f in files if f.key in known}
+        self.unfetched.update(found)
+        rest = [f for f in files if f.key not in known]
+        return {**found, **(self.inputs.reduce(rest) if rest else {})}
+
+    def fetch_signatures(self) -> bool:
+        """The texts of the signature segments packed that were known by their count alone;
+        False when one's count is not the count it was known by (then nothing is changed)."""
+        wanted = [
+            s.file
+            for key, s in self.current.items()
+            if key in self.unfetched and s is self.smaller.get(key)  # not back whole
+        ]
+        if not wanted:
+            return True
+        made = self.inputs.reduce(wanted)
+        for file in wanted:
+            segment = made.get(file.key)
+            if segment is None or segment.tokens != self.current[file.key].tokens:
+                return False
+        for file in wanted:
+            self.current[file.key] = made[file.key]
+        return True
 
     def _refill(self) -> None:
         """Bring shed files back, most useful first, whole where they fit, else a dropped file

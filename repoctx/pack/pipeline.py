@@ -144,6 +144,7 @@ def build_pack(
         dependents={key: len(users) for key, users in graph.dependents().items()},
         count=texts.count_many,
         reduce=counter.reduced_segments,
+        reduced_counts=counter.reduced_counts,
         skipped=[Omission(s.key, s.reason.value, s.size, None, s.detail) for s in snapshot.skipped],
     )
     pack = fit(inputs, budget)
@@ -384,6 +385,17 @@ class _SegmentCounter:
         """Every file whole; ``workers`` (processes) may count some of them."""
         rendered = {f.key: (f, self.renderer.file(f, f.text, False), False) for f in files}
         return self._segments(rendered, workers)
+
+    def reduced_counts(self, files: list[SourceFile]) -> dict[str, int]:
+        """The token counts of ``files``' signatures that are known, by file key, without
+        making or reading the signatures (a large repository over budget reduces most of its
+        files, and packs few of them as signatures)."""
+        keys = {f.key: self._key(f, True) for f in files if f.language}
+        found = self._cached(keys.values())
+        counts = {key: count for key, count in found.items() if type(count) is int}
+        if self.recent is not None:
+            self.recent.note(counts)
+        return {name: counts[key] for name, key in keys.items() if key in counts}
 
     def reduced_segments(self, files: list[SourceFile]) -> dict[str, Segment]:
         keys = {f.key: f"{f.language}:{f.blob_id}" for f in files if f.language}
