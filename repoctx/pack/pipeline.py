@@ -346,7 +346,8 @@ class _SegmentCounter:
             self.recent.remember()
 
     def _key(self, file: SourceFile, reduced: bool) -> str:
-        state = "sig" if reduced else "full"
+        # signatures are counted per version of the reduction: a new one makes new texts
+        state = SIGNATURES_NAMESPACE if reduced else "full"
         return f"{self.renderer.name}:{state}:{file.blob_id}:{file.key}"
 
     def _segments(
