@@ -56,13 +56,46 @@ def _from_ref(statement: tree_sitter.Node) -> ImportRef | None:
 _TOP_LEVEL_LINE = re.compile(rb"(?<!\\)(?<!\\\r)\n(?=[A-Za-z_@#])")
 
 
+# what an import statement's keyword follows on its logical line: nothing, or the ':' of a
+# compound statement or a ';', then whitespace, then for a from-import its module
+_BEFORE_IMPORT = re.compile(rb"(?:^|[:;])[ \t\f\v]*(?:from[ \t\f\v]+[.\w]+[ \t\f\v]+)?\Z")
+_CONTINUED = re.compile(rb"\\\r?\n")  # a backslash ending a physical line
+
+
 def import_head(source: bytes) -> bytes | None:
     """The start of ``source`` up to the first line at column 0 after its last ``import``
-    keyword: nothing after that can be an import, so only the head is parsed (half of a
-    typical file). None when nothing follows it, or the file has no import at all."""
-    last = source.rfind(b"import")
+    keyword that can begin an import statement (one in a docstring or comment mostly cannot):
+    nothing after that can be an import, so only the head is parsed (under a third of a typical
+    file). None when nothing follows it, or the file has no such keyword."""
+    last = _last_import_keyword(source)
     cut = _TOP_LEVEL_LINE.search(source, last) if last >= 0 else None
     return None if cut is None else source[: cut.end()]
+
+
+def _last_import_keyword(source: bytes) -> int:
+    """Where the last ``import`` keyword that may be a statement's starts, or -1. Every import
+    statement's keyword is found (it follows what ``_BEFORE_IMPORT`` allows on its physical
+    line, or on its logical line where backslashes join lines); some keywords in strings and
+    comments are too, which only makes the head longer."""
+    end = len(source)
+    while (at := source.rfind(b"import", 0, end)) >= 0:
+        end = at
+        after = source[at + 6 : at + 7]
+        if not (after.isalnum() or after == b"_") and _may_begin_statement(source, at):
+            return at
+    return -1
+
+
+def _may_begin_statement(source: bytes, at: int) -> bool:
+    start = source.rfind(b"\n", 0, at) + 1
+    while True:
+        if _BEFORE_IMPORT.search(_CONTINUED.sub(b" ", source[start:at])):
+            return True
+        # the line before may end in a backslash that joins it to this one (unless it is in a
+        # comment: both readings are tried)
+        if not (source.endswith(b"\\\n", 0, start) or source.endswith(b"\\\r\n", 0, start)):
+            return False
+        start = source.rfind(b"\n", 0, start - 1) + 1
 
 
 def _extract_with_head(source: bytes) -> tuple[list[ImportRef], bytes | None]:

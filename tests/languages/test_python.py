@@ -77,6 +77,14 @@ TAIL_CASES = {
     "no import at all": b"x = 'important'\n",
     "a comment at column 0 in a body": b"def f():\n    import a\n# note\n    return a\n",
     "a comment in a string": b'import a\nS = """\n# not a comment\n"""\n',
+    "a docstring naming import": b'import a\n\ndef f():\n    """Import b, then import c."""\n'
+    b"    return 1\n\nx = 2\n",
+    "an import after a semicolon": b"x = 1; import a\ny = 2\n",
+    "one-line compound statements": b"try: import a\nexcept ImportError: import b as a\nz = 1\n",
+    "a from-import joined by backslashes": b"from \\\n  a \\\n  import b\nx = 1\n",
+    "a comment ending in a backslash": b"import a\n# see \\\nimport b\nx = 1\n",
+    "names that start with import": b"import a\nimporter = import_module('b')\nx = 1\n",
+    "an import in a string at the end": b'import a\ndef f():\n    pass\nS = """\nimport b\n"""\n',
 }
 
 
@@ -99,6 +107,13 @@ def test_only_the_head_up_to_the_last_import_is_parsed_when_it_parses_cleanly() 
     assert refs == [ImportRef("a", (), "import"), ImportRef("b", (), "import")]
     for name in ("a string the cut falls in", "a syntax error before it", "no import at all"):
         assert python.PythonSpec().extract_with_head(TAIL_CASES[name])[1] is None, name
+
+
+def test_a_docstring_or_comment_naming_import_does_not_lengthen_the_head() -> None:
+    body = b'    """Lazily import the rest, as importlib would."""\n    return 1\n\n'
+    source = b"import a\n\ndef f():\n" + body + b"# import nothing\nx = 1\n" * 50
+    refs, head = python.PythonSpec().extract_with_head(source)
+    assert head == b"import a\n\n" and refs == [ImportRef("a", (), "import")]
 
 
 def test_refs_round_trip_through_json() -> None:
