@@ -103,6 +103,14 @@ class ContentCache:
     def _notice(self, message: str) -> None:
         self._on_event(Notice(message))
 
+    def _or_rebuilt(self, run: Callable[[], _R], fallback: _R) -> _R:
+        """``run()``; when the database fails under it, ``fallback``, the database rebuilt."""
+        try:
+            return run()
+        except sqlite3.Error as error:
+            self._recover(error)
+            return fallback
+
     def _recover(self, error: sqlite3.Error) -> None:
         self._notice(f"cache {self.location} failed ({error}); rebuilding it")
         with contextlib.suppress(sqlite3.Error):
@@ -115,11 +123,8 @@ class ContentCache:
     def get_many(self, namespace: str, keys: Iterable[str]) -> dict[str, Any]:
         """The stored values of those ``keys`` that are present."""
         wanted = list(dict.fromkeys(keys))
-        try:
-            found = self._select(namespace, wanted)
-        except sqlite3.Error as error:
-            self._recover(error)
-            return {}
+        nothing: list[tuple[str, bytes]] = []
+        found = self._or_rebuilt(lambda: self._select(namespace, wanted), nothing)
         result: dict[str, Any] = {}
         for key, raw in found:
             with contextlib.suppress(ValueError):
@@ -155,12 +160,13 @@ class ContentCache:
         for key, value in items.items():
             raw = json.dumps(value, separators=(",", ":")).encode()
             rows.append((namespace, key, raw, len(raw) + len(key) + 32, now))
-        try:
+
+        def write() -> None:
             with self._db:
                 self._db.executemany("INSERT OR REPLACE INTO entries VALUES (?,?,?,?,?)", rows)
             self._evict()
-        except sqlite3.Error as error:
-            self._recover(error)
+
+        self._or_rebuilt(write, None)
 
     def put(self, namespace: str, key: str, value: Any) -> None:
         self.put_many(namespace, {key: value})
@@ -190,32 +196,26 @@ class ContentCache:
 
     @_locked
     def size_bytes(self) -> int:
-        try:
-            row = self._db.execute("SELECT COALESCE(SUM(size), 0) FROM entries").fetchone()
-        except sqlite3.Error as error:
-            self._recover(error)
-            return 0
-        return int(row[0])
+        query = "SELECT COALESCE(SUM(size), 0) FROM entries"
+        return int(self._or_rebuilt(lambda: self._db.execute(query).fetchone()[0], 0))
 
     @_locked
     def stats(self) -> dict[str, tuple[int, int]]:
         """Namespace -> (entries, bytes)."""
-        try:
-            rows = self._db.execute(
-                "SELECT namespace, COUNT(*), SUM(size) FROM entries GROUP BY namespace"
-            ).fetchall()
-        except sqlite3.Error as error:
-            self._recover(error)
-            return {}
+        query = "SELECT namespace, COUNT(*), SUM(size) FROM entries GROUP BY namespace"
+        rows: list[tuple[str, int, int]] = self._or_rebuilt(
+            lambda: self._db.execute(query).fetchall(), []
+        )
         return {namespace: (int(count), int(size)) for namespace, count, size in rows}
 
     @_locked
     def clear(self) -> None:
-        try:
+
+        def delete() -> None:
             with self._db:
                 self._db.execute("DELETE FROM entries")
-        except sqlite3.Error as error:
-            self._recover(error)  # a new, empty database
+
+        self._or_rebuilt(delete, None)  # else a new, empty database
 
     @_locked
     def close(self) -> None:
@@ -255,8 +255,7 @@ def _check_due(location: Path) -> bool:
 def _checked_now(location: Path) -> None:
     stamp = _stamp(location)
     with contextlib.suppress(OSError):
-        stamp.touch(mode=0o600)
-        os.utime(stamp)
+        stamp.touch(mode=0o600)  # an existing stamp gets the time now
 
 
 def _initialised(db: sqlite3.Connection) -> sqlite3.Connection:
