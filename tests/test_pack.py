@@ -483,6 +483,21 @@ def test_a_warm_pack_reads_the_counts_of_the_last_pack_in_one_record(
     assert pack([repo], cache).pack.text == edited.pack.text
 
 
+def test_a_cached_count_that_is_no_count_is_counted_again(make_repo: MakeRepo) -> None:
+    repo = make_repo(APP)
+    cache = ContentCache.memory()
+    first = pack([repo], cache)
+    namespace = f"tokens:{load_tokenizer(first.model.path).name}"
+    rows = cache._db.execute("SELECT key FROM entries WHERE namespace=?", (namespace,))
+    damaged = {key: "not a count" for (key,) in rows if key.startswith("xml:")}
+    assert damaged
+    cache.put_many(namespace, damaged)
+    for (key,) in cache._db.execute("SELECT key FROM entries WHERE key LIKE 'segments:%'"):
+        cache.put(namespace, key, {})  # no record to read the counts from instead
+    again = pack([repo], cache)
+    assert again.pack.text == first.pack.text and again.pack.tokens == first.pack.tokens
+
+
 def test_tracked_ignored_files_are_packed_and_untracked_ignored_are_not(
     make_repo: MakeRepo,
 ) -> None:

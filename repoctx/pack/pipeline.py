@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeGuard
+from typing import TYPE_CHECKING, TypeGuard
 
 from repoctx.cache import ContentCache
 from repoctx.config import Settings
@@ -367,7 +367,7 @@ class _SegmentCounter:
             done += len(batch)
             self.on_event(Progress("tokens", done, len(missing)))
         self.cache.put_many(self.namespace, counted)
-        totals = {key: int(count) for key, count in {**cached, **counted}.items()}
+        totals = {**cached, **counted}
         if self.recent is not None:
             self.recent.note(totals)
         return {
@@ -375,10 +375,13 @@ class _SegmentCounter:
             for name, (file, text, reduced) in rendered.items()
         }
 
-    def _cached(self, keys: Iterable[str]) -> dict[str, Any]:
+    def _cached(self, keys: Iterable[str]) -> dict[str, int]:
+        """The known counts of those ``keys`` (an entry that holds no count is counted again)."""
         if self.recent is not None:
-            return self.recent.get_many(keys)
-        return self.cache.get_many(self.namespace, keys)
+            found = self.recent.get_many(keys)
+        else:
+            found = self.cache.get_many(self.namespace, keys)
+        return {key: count for key, count in found.items() if type(count) is int}
 
     def full_segments(
         self, files: Sequence[SourceFile], workers: Executor | None = None
@@ -392,8 +395,7 @@ class _SegmentCounter:
         making or reading the signatures (a large repository over budget reduces most of its
         files, and packs few of them as signatures)."""
         keys = {f.key: self._key(f, True) for f in files if f.language}
-        found = self._cached(keys.values())
-        counts = {key: count for key, count in found.items() if type(count) is int}
+        counts = self._cached(keys.values())
         if self.recent is not None:
             self.recent.note(counts)
         return {name: counts[key] for name, key in keys.items() if key in counts}
