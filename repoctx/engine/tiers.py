@@ -118,12 +118,9 @@ class Tiers:
         """Make ``target`` hold the first ``keep`` tokens of ``source`` (llama.cpp copies the
         whole stream at the next decode)."""
         self.context.copy(source.seq, target.seq)
-        target.tokens, target.stored, target.label = (
-            list(source.tokens),
-            source.stored,
-            source.label,
-        )
-        target.repositories, target.checkpoint = source.repositories, False
+        target.tokens, target.stored = list(source.tokens), source.stored
+        target.label, target.repositories = source.label, source.repositories
+        target.checkpoint = False
         target.touch()
         self._truncate(target, keep)
 
@@ -156,9 +153,7 @@ class Tiers:
             self.context.remove(slot.seq)
             return False
         self.host.touch(state)
-        slot.tokens, slot.stored, slot.label = list(state.tokens), len(state.tokens), state.label
-        slot.checkpoint, slot.repositories = state.checkpoint, state.repositories
-        self._truncate(slot, keep)
+        self._hold(slot, state, keep)
         return True
 
     def _load_disk(self, slot: Slot, match: Match, on_event: EventSink) -> int:
@@ -182,16 +177,18 @@ class Tiers:
             self.context.remove(slot.seq)
             image.release(self.pool)
             return 0
-        state = self.host.add(
-            HostState(
-                tokens, image, entry.label, entry.checkpoint, True,
-                repositories=entry.repositories,
-            )
-        )  # fmt: skip
-        slot.tokens, slot.stored, slot.label = list(state.tokens), len(tokens), entry.label
-        slot.checkpoint, slot.repositories = entry.checkpoint, entry.repositories
-        self._truncate(slot, kept)
+        loaded = HostState(
+            tokens, image, entry.label, entry.checkpoint, True, repositories=entry.repositories
+        )
+        self.host.add(loaded)
+        self._hold(slot, loaded, kept)
         return kept
+
+    def _hold(self, slot: Slot, state: HostState, keep: int) -> None:
+        """``slot`` holds the first ``keep`` tokens of ``state``, just loaded into it."""
+        slot.tokens, slot.stored, slot.label = list(state.tokens), len(state.tokens), state.label
+        slot.checkpoint, slot.repositories = state.checkpoint, state.repositories
+        self._truncate(slot, keep)
 
     def _label(self, count: int) -> str:
         """What a state is, for the stores' listings."""
