@@ -66,27 +66,19 @@ class HostBuffer:
     address: int
     size: int
     pinned: bool
-    _release: object = field(repr=False)
+    _release: Callable[[], None] | None = field(repr=False)
+    registered: bool = False  # page-locked by registering touched memory (see ``pinning``)
     view: memoryview = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         array = (ctypes.c_ubyte * self.size).from_address(self.address)
         self.view = memoryview(array).cast("B")
 
-    @property
-    def registered(self) -> bool:
-        """Page-locked by registering touched memory with CUDA (see ``pinning``)."""
-        return isinstance(self._release, _Registered)
-
     def free(self) -> None:
         release, self._release = self._release, None
         self.view.release()
-        if isinstance(release, mmap.mmap):
-            release.close()
-        elif isinstance(release, _Registered):
-            release.release()
-        elif release is not None:
-            _ggml().ggml_backend_buffer_free(release)
+        if release is not None:
+            release()
 
 
 def allocate(size: int, buffer_type: int | None) -> HostBuffer:
@@ -103,7 +95,7 @@ def allocate(size: int, buffer_type: int | None) -> HostBuffer:
         handle = lib.ggml_backend_buft_alloc_buffer(buffer_type, size)
         if handle:
             base = int(lib.ggml_backend_buffer_get_base(handle))
-            return HostBuffer(base, size, True, handle)
+            return HostBuffer(base, size, True, lambda: _ggml().ggml_backend_buffer_free(handle))
     flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)
     try:  # populated: faulting its pages in one by one while a state is read costs more
         memory = mmap.mmap(-1, size, flags=flags)
@@ -112,7 +104,7 @@ def allocate(size: int, buffer_type: int | None) -> HostBuffer:
     anchor = ctypes.c_char.from_buffer(memory)
     base = ctypes.addressof(anchor)
     del anchor  # an export left alive would keep the map from closing
-    return HostBuffer(base, size, False, memory)
+    return HostBuffer(base, size, False, memory.close)
 
 
 def _registered(size: int) -> HostBuffer | None:
@@ -128,19 +120,12 @@ def _registered(size: int) -> HostBuffer | None:
     if unregister is None:
         memory.close()
         return None
-    return HostBuffer(address, size, True, _Registered(memory, unregister))
 
+    def release() -> None:  # the runtime lets go of the pages before they are unmapped
+        unregister()
+        memory.close()
 
-@dataclass(frozen=True)
-class _Registered:
-    """What frees a registered buffer: unregister it, then unmap it."""
-
-    memory: mmap.mmap
-    unregister: Callable[[], None]
-
-    def release(self) -> None:
-        self.unregister()
-        self.memory.close()
+    return HostBuffer(address, size, True, release, registered=True)
 
 
 class HostPool:
