@@ -235,7 +235,10 @@ class ConversationStore:
                 conversation.id, conversation.created = repeated.id, repeated.created
         conversation.updated = now
         folder = paths.ensure_private_dir(self._path(conversation).parent)
-        data = json.dumps(conversation.to_json(), ensure_ascii=False, indent=1).encode()
+        text = json.dumps(conversation.to_json(), ensure_ascii=False, indent=1)
+        # a question read from bytes that are not UTF-8 (stdin, arguments, a protocol's "\udcff")
+        # holds lone surrogates: written as JSON escapes, they read back as they were
+        data = text.encode("utf-8", "backslashreplace")
         atomic_write(folder / f"{conversation.id}.json", data)
 
     def _repeated(self, conversation: Conversation, now: float) -> Conversation | None:

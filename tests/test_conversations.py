@@ -80,6 +80,16 @@ def test_exchanges_keep_their_times_stop_reasons_and_the_exclude_patterns(
     ]
 
 
+def test_a_question_that_was_not_utf8_is_kept_as_it_was_read(
+    store: ConversationStore, tmp_path: Path
+) -> None:
+    """Bytes that are not UTF-8 reach a question as lone surrogates (a pipe into ``ask``)."""
+    question = b"What is in legacy.py? \xff\xfe caf\xc3\xa9".decode("utf-8", "surrogateescape")
+    asked(store, tmp_path, question)
+    (loaded,) = store.list([tmp_path])
+    assert [exchange.question for exchange in loaded.exchanges()] == [question]
+
+
 def older_file(tmp_path: Path, record: dict[str, object]) -> tuple[ConversationStore, Path]:
     """A store holding one conversation file written by an earlier version (``record``, with
     the id, roots and model filled in), and the repository it is about."""
