@@ -7,6 +7,7 @@ Every message says what to do next. Front ends catch ``RepoctxError`` at their e
     ├── UsageError            bad arguments or options (exit 2)
     │   ├── PathNotFoundError
     │   ├── NotADirectoryError_
+    │   ├── PathNotUtf8Error
     │   └── BudgetTooSmallError
     ├── PackError             the inputs cannot make a pack (exit 3)
     │   ├── EmptyRepositoryError
@@ -42,6 +43,14 @@ class PathNotFoundError(UsageError):
 class NotADirectoryError_(UsageError):  # the builtin name is taken
     def __init__(self, path: str) -> None:
         super().__init__(f"{path}: is a file, not a directory; pass the repository's folder")
+
+
+class PathNotUtf8Error(UsageError):
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            f"{path}: the folder's path is not UTF-8 (its bytes are escaped here); rename it to "
+            "pack it"
+        )
 
 
 class BudgetTooSmallError(UsageError):

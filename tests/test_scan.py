@@ -19,6 +19,7 @@ from repoctx.errors import (
     EmptyRepositoryError,
     NotADirectoryError_,
     PathNotFoundError,
+    PathNotUtf8Error,
     UsageError,
 )
 from repoctx.events import Event, Notice, Progress
@@ -610,6 +611,33 @@ def test_unreadable_file_is_reported_with_a_notice(
     assert set(files_of(snapshot)) == {"a.py"}
     assert skipped_of(snapshot)["locked.py"].reason is SkipReason.UNREADABLE
     assert any(isinstance(e, Notice) and "locked.py" in e.message for e in events)
+
+
+@pytest.mark.parametrize("tracked", [True, False], ids=["git", "plain folder"])
+def test_a_file_name_that_is_not_utf8_is_skipped_under_its_escaped_name(
+    tmp_path: Path, tracked: bool
+) -> None:
+    root = new_repo(tmp_path / "proj", {"a.py": "a\n"}) if tracked else tmp_path / "proj"
+    root.mkdir(exist_ok=True)
+    (root / "b.py").write_text("b\n")
+    with open(os.fsencode(root) + b"/caf\xe9.py", "wb") as file:
+        file.write(b"X = 1\n")
+    if tracked:
+        git(root, "add", "-A")
+        git(root, "commit", "-qm", "a name in latin-1")
+    snapshot = scan([root])
+    assert "b.py" in files_of(snapshot)
+    skipped = skipped_of(snapshot)["caf\\xe9.py"]
+    assert skipped.reason is SkipReason.NAME_NOT_UTF8 and "rename" in skipped.detail
+
+
+def test_a_root_whose_path_is_not_utf8_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    root = os.fsencode(tmp_path) + b"/r\xe9po"
+    os.mkdir(root)
+    with open(root + b"/a.py", "wb") as file:
+        file.write(b"a = 1\n")
+    with pytest.raises(PathNotUtf8Error, match=r"r\\xe9po: .*not UTF-8.*rename"):
+        scan([Path(os.fsdecode(root))])
 
 
 def test_a_file_is_read_whole_whatever_size_its_stat_gave(tmp_path: Path) -> None:

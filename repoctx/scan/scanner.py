@@ -42,6 +42,7 @@ from repoctx.errors import (
     EmptyRepositoryError,
     NotADirectoryError_,
     PathNotFoundError,
+    PathNotUtf8Error,
     UsageError,
 )
 from repoctx.events import EventSink, Notice, Progress, ignore_events
@@ -142,6 +143,8 @@ def _resolve_roots(roots: Sequence[Path]) -> list[tuple[str, str, Path]]:
         if not path.is_dir():
             raise NotADirectoryError_(str(given))
         real = path.resolve()
+        if not _is_utf8(str(real)):
+            raise PathNotUtf8Error(_escaped(str(real)))
         if real not in seen:
             seen.add(real)
             found.append((Path(os.path.abspath(path)), str(given), real))
@@ -189,8 +192,29 @@ def _list_root(
         listing.candidates = [_Candidate(path) for path in ignore.walk(root, on_event)]
     if not listing.candidates:
         raise EmptyRepositoryError(given)
-    listing.candidates.sort(key=lambda candidate: candidate.path)
+    listing.candidates = sorted(map(_named, listing.candidates), key=lambda c: c.path)
     return listing
+
+
+def _named(candidate: _Candidate) -> _Candidate:
+    """``candidate``, or, when its name is not UTF-8 (read from bytes as lone surrogates, which
+    no text output, cache or hash takes), a skipped one under its name with the bytes escaped."""
+    if _is_utf8(candidate.path):
+        return candidate
+    shown = _escaped(candidate.path)
+    return _Candidate(shown, skip=SkipReason.NAME_NOT_UTF8, detail="rename it to pack it")
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _escaped(text: str) -> str:
+    return os.fsencode(text).decode("utf-8", "backslashreplace")
 
 
 def _find_repo(root: Path, on_event: EventSink) -> gitinfo.GitRepo | None:

@@ -36,6 +36,7 @@ class SkipReason(StrEnum):
     NOT_A_FILE = "not a regular file"
     EMPTY = "empty"
     UNDECODABLE = "undecodable text"
+    NAME_NOT_UTF8 = "file name is not UTF-8"
 
 
 @dataclass(frozen=True)
