@@ -80,3 +80,24 @@ def host_allocations(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(hostmem, "allocate", counted)
     return made
+
+
+@pytest.fixture
+def derivations(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The file names of the vocabularies whose ranks this process derives from now on; no
+    tokenizer is memoized in-process at the start."""
+    # imported here: the model modules import numpy, which test modules import after llama_cpp
+    from repoctx.model.modelfile import Vocabulary
+    from repoctx.tokens import bperanks
+    from repoctx.tokens import count as tokens
+
+    calls: list[str] = []
+    derive = bperanks.derive_ranks
+
+    def spy(vocab: Vocabulary) -> bperanks.Ranks:
+        calls.append(vocab.info.path.name)
+        return derive(vocab)
+
+    monkeypatch.setattr(bperanks, "derive_ranks", spy)
+    monkeypatch.setattr(tokens, "_TOKENIZERS", {})
+    return calls

@@ -11,25 +11,12 @@ import pytest
 
 from repoctx.events import Event, Notice
 from repoctx.model.choice import default_model_path
-from repoctx.model.modelfile import Vocabulary, read_model_info, read_vocabulary
+from repoctx.model.modelfile import read_model_info, read_vocabulary
 from repoctx.tokens import bperanks, shippedranks
 from repoctx.tokens import count as tokens
 
 DATA = Path(__file__).parent / "data"
 TEXT = "def main() -> None:\n    print('héllo, wörld')  # 42 <|im_end|>\n"
-
-
-def _derivations(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    calls: list[str] = []
-    derive = bperanks.derive_ranks
-
-    def spy(vocab: Vocabulary) -> bperanks.Ranks:
-        calls.append(vocab.info.path.name)
-        return derive(vocab)
-
-    monkeypatch.setattr(bperanks, "derive_ranks", spy)
-    monkeypatch.setattr(tokens, "_TOKENIZERS", {})
-    return calls
 
 
 def test_the_embedded_vocabulary_ships_the_ranks_derivation_makes() -> None:
@@ -68,34 +55,32 @@ def test_damaged_files_do_not_read_back(damage: str) -> None:
 
 
 def test_a_first_pack_with_the_embedded_model_derives_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, derivations: list[str]
 ) -> None:
     monkeypatch.setenv("REPOCTX_HOME", str(tmp_path))
-    calls = _derivations(monkeypatch)
     assert not tokens.ranks_to_derive(default_model_path())
     tokenizer = tokens.load_tokenizer(default_model_path())
-    assert tokenizer.count(TEXT) > 0 and calls == []
+    assert tokenizer.count(TEXT) > 0 and derivations == []
     assert not (tmp_path / "cache" / "tokenizers").exists()
 
 
 def test_other_vocabularies_are_still_derived(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, derivations: list[str]
 ) -> None:
     monkeypatch.setenv("REPOCTX_HOME", str(tmp_path))
-    calls = _derivations(monkeypatch)
     model = DATA / "ggml-vocab-gpt-2.gguf"
     assert tokens.ranks_to_derive(model)
     tokens.prepare_tokenizer(model)
-    assert calls == [model.name] and not tokens.ranks_to_derive(model)
+    assert derivations == [model.name] and not tokens.ranks_to_derive(model)
 
 
 def test_a_damaged_shipped_file_is_replaced_by_derivation_with_a_notice(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, derivations: list[str]
 ) -> None:
     monkeypatch.setenv("REPOCTX_HOME", str(tmp_path / "home"))
     model = default_model_path()
     expected = tokens.load_tokenizer(model).count(TEXT)
-    calls = _derivations(monkeypatch)
+    monkeypatch.setattr(tokens, "_TOKENIZERS", {})
     installed = tmp_path / "shipped"
     installed.mkdir()
     fingerprint = read_model_info(model).vocab_fingerprint
@@ -103,7 +88,7 @@ def test_a_damaged_shipped_file_is_replaced_by_derivation_with_a_notice(
     monkeypatch.setattr(shippedranks, "SHIPPED_DIR", installed)
     events: list[Event] = []
     tokenizer = tokens.load_tokenizer(model, events.append)
-    assert tokenizer.count(TEXT) == expected and calls == [model.name]
+    assert tokenizer.count(TEXT) == expected and derivations == [model.name]
     (notice,) = events
     assert isinstance(notice, Notice)
     assert "damaged" in notice.message and "reinstall repoctx" in notice.message

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from repoctx.errors import ModelError
 from repoctx.events import Event, Notice
 from repoctx.model.choice import default_model_path
-from repoctx.model.modelfile import Vocabulary, read_model_info, read_vocabulary
+from repoctx.model.modelfile import read_model_info, read_vocabulary
 from repoctx.tokens import bperanks, pretokenizers
 from repoctx.tokens import count as tokens
 
@@ -371,36 +371,23 @@ def test_tokens_decided_in_bulk_are_those_plain_bpe_makes(data: st.DataObject) -
     assert bperanks._made_alone_all(texts, split, rules) == expected
 
 
-def _derive_spy(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    calls: list[str] = []
-    derive = bperanks.derive_ranks
-
-    def spy(vocab: Vocabulary) -> bperanks.Ranks:
-        calls.append(vocab.info.path.name)
-        return derive(vocab)
-
-    monkeypatch.setattr(bperanks, "derive_ranks", spy)
-    monkeypatch.setattr(tokens, "_TOKENIZERS", {})
-    return calls
-
-
-def test_rank_cache_is_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rank_cache_is_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, derivations: list[str]
+) -> None:
     monkeypatch.setenv("REPOCTX_HOME", str(tmp_path))
-    calls = _derive_spy(monkeypatch)
     first = tokens.load_tokenizer(VOCABS["gpt2"])
     fingerprint = read_model_info(VOCABS["gpt2"]).vocab_fingerprint
     assert (tmp_path / "cache" / "tokenizers" / f"{fingerprint}.ranks").is_file()
     monkeypatch.setattr(tokens, "_TOKENIZERS", {})
     second = tokens.load_tokenizer(VOCABS["gpt2"])
-    assert second is not first and calls == ["ggml-vocab-gpt-2.gguf"]
+    assert second is not first and derivations == ["ggml-vocab-gpt-2.gguf"]
     assert second.encode(CORPUS[0]) == first.encode(CORPUS[0])
 
 
 def test_cached_ranks_are_read_out_on_first_use(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, derivations: list[str]
 ) -> None:
     monkeypatch.setenv("REPOCTX_HOME", str(tmp_path))
-    _derive_spy(monkeypatch)
     expected = tokens.load_tokenizer(VOCABS["gpt2"]).count(CORPUS[0])
     monkeypatch.setattr(tokens, "_TOKENIZERS", {})
     reads: list[bytes] = []
@@ -418,10 +405,9 @@ def test_cached_ranks_are_read_out_on_first_use(
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "flipped", "empty"])
 def test_corrupt_rank_cache_is_rebuilt(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str, derivations: list[str]
 ) -> None:
     monkeypatch.setenv("REPOCTX_HOME", str(tmp_path))
-    calls = _derive_spy(monkeypatch)
     expected = tokens.load_tokenizer(VOCABS["gpt2"]).encode(CORPUS[1])
     path = next((tmp_path / "cache" / "tokenizers").iterdir())
     data = bytearray(path.read_bytes())
@@ -435,31 +421,29 @@ def test_corrupt_rank_cache_is_rebuilt(
     monkeypatch.setattr(tokens, "_TOKENIZERS", {})
     events: list[Event] = []
     assert tokens.load_tokenizer(VOCABS["gpt2"], events.append).encode(CORPUS[1]) == expected
-    assert len(calls) == 2 and path.read_bytes() == bytes(data)
+    assert len(derivations) == 2 and path.read_bytes() == bytes(data)
     assert [type(e) for e in events] == [Notice] and "corrupt" in str(events[0])
 
 
 def test_ranks_a_worker_failed_to_prepare_are_derived_here(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, derivations: list[str]
 ) -> None:
     monkeypatch.setenv("REPOCTX_HOME", str(tmp_path))
-    calls = _derive_spy(monkeypatch)
     assert tokens.ranks_to_derive(VOCABS["gpt2"])
     failed: Future[tokens.Prepared] = Future()
     failed.set_exception(OSError("the worker died"))
     tokenizer = tokens.load_tokenizer(VOCABS["gpt2"], prepared=failed)
-    assert calls == ["ggml-vocab-gpt-2.gguf"] and tokenizer.count("hello world") == 2
+    assert derivations == ["ggml-vocab-gpt-2.gguf"] and tokenizer.count("hello world") == 2
     assert not tokens.ranks_to_derive(VOCABS["gpt2"])
     assert not tokens.ranks_to_derive(VOCABS["spm"])  # llama.cpp tokenizes it: nothing to derive
 
 
 def test_ranks_prepared_in_a_worker_are_used_and_kept_there(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, derivations: list[str]
 ) -> None:
     """The worker rebuilds a corrupt cache file (its notice comes here), hands the ranks back,
     and counts later batches with the tokenizer it kept."""
     monkeypatch.setenv("REPOCTX_HOME", str(tmp_path))
-    calls = _derive_spy(monkeypatch)  # in this process; the worker has its own copy
     fingerprint = read_model_info(VOCABS["gpt2"]).vocab_fingerprint
     damaged = tmp_path / "cache" / "tokenizers" / f"{fingerprint}.ranks"
     damaged.parent.mkdir(parents=True)
@@ -473,15 +457,16 @@ def test_ranks_prepared_in_a_worker_are_used_and_kept_there(
         (path,) = (tmp_path / "cache" / "tokenizers").iterdir()
         path.unlink()  # the worker counts with the tokenizer it kept, not from the cache
         shared = list(tokens.count_batches(tokenizer, batches, VOCABS["gpt2"], workers))
-    assert calls == [] and not path.exists()
+    assert derivations == [] and not path.exists()
     assert shared == [[len(reference) for reference in map(tokenizer.encode, b)] for b in batches]
 
 
-def test_unwritable_cache_still_tokenizes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unwritable_cache_still_tokenizes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, derivations: list[str]
+) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     monkeypatch.setenv("REPOCTX_HOME", str(blocker))
-    _derive_spy(monkeypatch)
     events: list[Event] = []
     tokenizer = tokens.load_tokenizer(VOCABS["gpt2"], events.append)
     assert tokenizer.count("hello world") == 2
