@@ -101,6 +101,7 @@ def run_pack_bench(
     other = _resolve_command(against) if against else None
     other_name = Path(against).name if against else None
     console = Console()
+    _compile_bytecode()
     with tempfile.TemporaryDirectory(prefix="repoctx-bench-") as scratch:
         repo = Path(scratch) / path.resolve().name
         shutil.copytree(path, repo, symlinks=True)
@@ -126,6 +127,17 @@ def run_pack_bench(
             _append_line(edited_file, f"# edit {number}\n")
             turn("one-file edit", home)
     _print(console, path, groups, edited_file, other_name)
+
+
+def _compile_bytecode() -> None:
+    """Write repoctx's bytecode where it is missing or stale, as pip does when it installs a
+    package: otherwise, where Python may not write it (PYTHONDONTWRITEBYTECODE, an editable
+    install's edited files), each run would compile the modules it imports again."""
+    import compileall
+
+    import repoctx
+
+    compileall.compile_dir(Path(repoctx.__file__).parent, quiet=2)
 
 
 def _resolve_command(command: str) -> str:
