@@ -24,6 +24,8 @@ from repoctx.errors import BudgetTooSmallError, NothingToPackError, UsageError
 from repoctx.model.modelfile import Vocabulary, read_model_info
 from repoctx.pack import pipeline
 from repoctx.pack.pipeline import SIGNATURES_NAMESPACE, PackResult, build_pack
+from repoctx.scan import scanner
+from repoctx.scan.scanner import ScanOptions, scan
 from repoctx.scan.snapshot import FileKind, SourceFile
 from repoctx.tokens import bperanks
 from repoctx.tokens import count as tokens
@@ -661,3 +663,64 @@ def test_a_pack_that_fails_on_first_sight_still_stores_the_tokenizer(
     while bperanks.ranks_to_derive(info) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not bperanks.ranks_to_derive(info)
+
+
+def test_imports_parse_in_worker_processes_while_the_scan_reads(
+    make_repo: MakeRepo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the files read need enough parsing to pay for worker processes, batches go to them
+    before the scan ends; the pack is the one parsed after the scan, here."""
+    files = {"pkg/__init__.py": "", "pkg/m0.py": "X = 0\n"}
+    files |= {f"pkg/m{i}.py": f"from pkg import m{i - 1}\n" + "x = 1\n" * 40 for i in range(1, 30)}
+    repo = make_repo(files)
+    expected = pack([repo])
+    assert expected.graph.edges["proj/pkg/m7.py"] == {"proj/pkg/m6.py"}
+    monkeypatch.setattr(resolve, "_PARALLEL_MIN_BYTES", 2000)
+    monkeypatch.setattr(resolve, "_BATCH_BYTES", 600)
+    moments: list[str] = []
+    send_out = resolve.ImportScan._send_out
+    finish_root = scanner._Reader.finish
+
+    def sending(self: resolve.ImportScan, final: bool) -> None:
+        before = len(self.pending)
+        send_out(self, final)
+        moments.extend(["sent"] * (len(self.pending) - before))
+
+    def finishing(self: Any, on_event: Any) -> Any:
+        moments.append("scan read every file")
+        return finish_root(self, on_event)
+
+    monkeypatch.setattr(resolve.ImportScan, "_send_out", sending)
+    monkeypatch.setattr(scanner._Reader, "finish", finishing)
+    streamed = pack([repo])
+    assert moments.index("sent") < moments.index("scan read every file")
+    assert (streamed.pack.text, streamed.graph.edges) == (expected.pack.text, expected.graph.edges)
+
+
+def test_the_graph_is_built_once_between_counts_when_every_import_is_parsed(
+    make_repo: MakeRepo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pipeline offers the graph's work after each batch of counts (``if_ready``): it runs
+    once the imports are all parsed, and only then; the result is the one built after."""
+    repo = make_repo(APP)
+    cache = ContentCache.memory()
+    snapshot = scan([repo], ScanOptions(), cache)
+    plan = resolve.plan_resolution(snapshot, cache)
+    imports = resolve.ImportScan(cache)
+    imports.add(plan.todo)  # too little to send out: parsed here
+    built: list[object] = []
+    build = pipeline.build_graph
+
+    def building(*args: Any) -> Any:
+        built.append(build(*args))
+        return built[-1]
+
+    monkeypatch.setattr(pipeline, "build_graph", building)
+    work = pipeline._GraphWork(snapshot, imports, plan, cache)
+    work.if_ready()
+    assert built == [] and not imports.parsed()
+    imports.parse_inline_now()
+    work.if_ready()
+    work.if_ready()
+    graph, _ = work.result()
+    assert built == [graph] and graph.edges == pack([repo]).graph.edges

@@ -793,6 +793,32 @@ def test_unchanged_tracked_files_are_not_hashed_again_and_changes_are_seen(
     assert sorted(hashed[1:]) == [b"untracked\n", b"x = 9\n"]
 
 
+def test_files_are_offered_fresh_unless_a_record_vouched_for_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``on_fresh`` gets each file whose blob id was hashed, as it is read (work on new
+    content starts during the scan): every file the first time, then the changed and the
+    untracked ones."""
+    repo = new_repo(tmp_path / "proj", {f"m{i}.py": f"x = {i}\n" for i in range(4)})
+    write(repo, {"new.py": "untracked\n"})
+    cache = ContentCache.memory()
+    offered: list[SourceFile] = []
+    first = files_of(scan([repo], cache=cache, on_fresh=offered.append))
+    assert offered == list(first.values())
+    monkeypatch.setattr(scanner, "SETTLED_NS", 0)
+    scan([repo], cache=cache)  # the files have settled: their records are written
+    offered.clear()
+    assert files_of(scan([repo], cache=cache, on_fresh=offered.append)) == first
+    assert [f.path for f in offered] == ["new.py"]
+    write(repo, {"m2.py": "x = 22\n"})
+    offered.clear()
+    found = files_of(scan([repo], cache=cache, on_fresh=offered.append))
+    assert [(f.path, f.blob_id, f.text) for f in offered] == [
+        (name, found[name].blob_id, found[name].text) for name in ("m2.py", "new.py")
+    ]  # offered before the scan dates the change (``last_changed``)
+    assert found["m2.py"].text == "x = 22\n"
+
+
 def test_a_file_changed_just_before_the_scan_is_not_recorded(tmp_path: Path) -> None:
     from repoctx.scan.scanner import STATUS_NAMESPACE
 

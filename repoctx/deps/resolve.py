@@ -3,7 +3,6 @@ dependency graph they resolve to."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import os
@@ -62,41 +61,132 @@ def _extract_batch(jobs: list[_Job]) -> list[_Result]:
     return [_extract_job(*job) for job in jobs]
 
 
-@dataclass
 class ImportScan:
-    """Imports extraction in flight: start it, do other work, then ``finish()``."""
+    """Imports extraction, fed files as they come (``add``; the scan's fresh files while it
+    reads, then the ones the resolution needs), then ``finish()``. Each file is looked up in the
+    cache by blob id, then by head; the misses go to worker processes in batches once there is
+    enough work to pay for them, so that they parse while this thread goes on (scanning, then
+    counting tokens); the rest is parsed here."""
 
-    refs: dict[str, list[ImportRef]]
-    by_head: dict[str, list[list[object]]]  # found by their head: stored by blob id too
-    pending: list[Future[list[_Result]]]
-    inline_jobs: list[_Job]
-    executor: Executor | None
-    cache: ContentCache
-    total: int
-    on_event: EventSink
-    parsed_inline: list[list[_Result]] = dataclasses.field(default_factory=list)
+    def __init__(
+        self,
+        cache: ContentCache,
+        on_event: EventSink = ignore_events,
+        executor: Executor | None = None,
+    ) -> None:
+        self.cache = cache
+        self.on_event = on_event
+        self.executor = executor  # started by the caller, or by the first batch sent out
+        self.refs: dict[str, list[ImportRef]] = {}
+        self.by_head: dict[
+            str, list[list[object]]
+        ] = {}  # found by their head: stored by blob id too
+        self.pending: list[Future[list[_Result]]] = []
+        self.inline_jobs: list[_Job] = []  # misses not sent out (yet)
+        self.inline_bytes = 0
+        self.parsed_inline: list[list[_Result]] = []
+        self._seen: set[str] = set()
+        self._offered: list[SourceFile] = []  # waiting for their cache lookup, in one query
+        self._offered_bytes = 0
 
-    def finish(self) -> dict[str, list[ImportRef]]:
+    def offer(self, file: SourceFile) -> None:
+        """``add`` one file, looked up with others once enough have come."""
+        if file.language is None:
+            return
+        self._offered.append(file)
+        self._offered_bytes += file.size
+        if self._offered_bytes >= _BATCH_BYTES:
+            self._add_offered()
+
+    def add(self, files: Sequence[SourceFile]) -> None:
+        """Files whose imports ``finish`` returns; files added before are skipped."""
+        self._offered += [f for f in files if f.language is not None]
+        self._add_offered()
+        self._send_out(final=True)
+
+    def parsed(self) -> bool:
+        """Whether ``finish`` would find every file parsed (no wait, no parse here)."""
+        return not self.inline_jobs and all(future.done() for future in self.pending)
+
+    def finish(self, keep_workers: bool = False) -> dict[str, list[ImportRef]]:
+        """Every added file's imports, stored in the cache. The worker processes are shut
+        down unless ``keep_workers`` (they count tokens too): ``close`` does it then."""
+        self._add_offered()
         fresh: dict[str, list[list[object]]] = dict(self.by_head)
         heads: dict[str, list[list[object]]] = {}
+        total = len(self._seen)
         for batch in self._results():
             for key, refs, head_key in batch:
                 fresh[key] = refs
                 if head_key is not None:
                     heads[head_key] = refs
                 self.refs[key] = [ImportRef.from_json(r) for r in refs]
-            self.on_event(Progress("parse", min(len(self.refs), self.total), self.total))
-        if self.executor is not None:
-            self.executor.shutdown()
+            self.on_event(Progress("parse", min(len(self.refs), total), total))
+        if not keep_workers:
+            self.close()
         self.cache.put_many(CACHE_NAMESPACE, fresh)
         self.cache.put_many(HEADS_NAMESPACE, heads)
         return self.refs
 
+    def close(self) -> None:
+        """Shut the worker processes down, once what they were given is done."""
+        if self.executor is not None:
+            self.executor.shutdown()
+
+    def abandon(self) -> None:
+        """Shut the worker processes down without waiting for what they were given."""
+        if self.executor is not None:
+            self.executor.shutdown(wait=False, cancel_futures=True)
+
     def parse_inline_now(self) -> None:
         """Parse the files left to this thread now rather than in ``finish`` (while a worker
         process derives the tokenizer, say)."""
-        jobs, self.inline_jobs = self.inline_jobs, []
+        jobs, self.inline_jobs, self.inline_bytes = self.inline_jobs, [], 0
         self.parsed_inline += [_extract_batch(jobs[i : i + 64]) for i in range(0, len(jobs), 64)]
+
+    def _add_offered(self) -> None:
+        files, self._offered, self._offered_bytes = self._offered, [], 0
+        keys = {imports_cache_key(f): f for f in files}
+        keys = {key: f for key, f in keys.items() if key not in self._seen}
+        if not keys:
+            return
+        self._seen.update(keys)
+        cached = self.cache.get_many(CACHE_NAMESPACE, sorted(keys))
+        self.refs.update(
+            {key: [ImportRef.from_json(r) for r in value] for key, value in cached.items()}
+        )
+        jobs = [
+            (key, str(f.language), f.text.encode("utf-8", "surrogatepass"))
+            for key, f in keys.items()
+            if key not in cached
+        ]
+        by_head = _found_by_head(jobs, self.cache)
+        self.by_head.update(by_head)
+        self.refs.update(
+            {key: [ImportRef.from_json(r) for r in value] for key, value in by_head.items()}
+        )
+        for job in jobs:
+            if job[0] not in by_head:
+                self.inline_jobs.append(job)
+                self.inline_bytes += len(job[2])
+        self._send_out(final=False)
+
+    def _send_out(self, final: bool) -> None:
+        """Send the misses to worker processes in batches: once they are enough to pay for
+        starting them, then each full batch, and at the end (``final``) what is left."""
+        if not self.pending and self.inline_bytes < _PARALLEL_MIN_BYTES:
+            return
+        if self.executor is None:
+            if parse_workers() < 1:
+                return
+            from concurrent.futures import ProcessPoolExecutor  # multiprocessing: slow to import
+
+            self.executor = ProcessPoolExecutor(max_workers=parse_workers())
+        if not final and self.inline_bytes < _BATCH_BYTES:
+            return
+        for batch in _batches(self.inline_jobs):
+            self.pending.append(self.executor.submit(_extract_batch, batch))
+        self.inline_jobs, self.inline_bytes = [], 0
 
     def _results(self) -> Iterator[list[_Result]]:
         yield from self.parsed_inline
@@ -117,34 +207,11 @@ def start_import_scan(
     on_event: EventSink = ignore_events,
     executor: Executor | None = None,
 ) -> ImportScan:
-    """Look every file up in the cache, by blob id, then by head, and send the misses to
-    worker processes when there is enough work to pay for them (the caller tokenizes
-    meanwhile). ``executor``: worker processes already started (see ``parse_workers``), used
-    instead of new ones; ``finish`` shuts them down."""
-    parsable = [f for f in files if f.language is not None]
-    keys = {imports_cache_key(f) for f in parsable}
-    cached = cache.get_many(CACHE_NAMESPACE, sorted(keys))
-    refs = {key: [ImportRef.from_json(r) for r in value] for key, value in cached.items()}
-    jobs: list[_Job] = []
-    seen = set(refs)
-    for file in parsable:
-        key = imports_cache_key(file)
-        if key not in seen:
-            seen.add(key)
-            jobs.append((key, str(file.language), file.text.encode("utf-8", "surrogatepass")))
-    by_head = _found_by_head(jobs, cache)
-    refs.update({key: [ImportRef.from_json(r) for r in value] for key, value in by_head.items()})
-    jobs = [job for job in jobs if job[0] not in by_head]
-    total_bytes = sum(len(job[2]) for job in jobs)
-    workers = parse_workers()
-    if total_bytes < _PARALLEL_MIN_BYTES or (workers < 1 and executor is None):
-        return ImportScan(refs, by_head, [], jobs, executor, cache, len(keys), on_event)
-    if executor is None:
-        from concurrent.futures import ProcessPoolExecutor  # multiprocessing: slow to import
-
-        executor = ProcessPoolExecutor(max_workers=workers)
-    pending = [executor.submit(_extract_batch, batch) for batch in _batches(jobs)]
-    return ImportScan(refs, by_head, pending, [], executor, cache, len(keys), on_event)
+    """An ``ImportScan`` of ``files``. ``executor``: worker processes already started (see
+    ``parse_workers``), used instead of new ones; ``finish`` shuts them down."""
+    imports = ImportScan(cache, on_event, executor)
+    imports.add(files)
+    return imports
 
 
 def _found_by_head(jobs: list[_Job], cache: ContentCache) -> dict[str, list[list[object]]]:
@@ -164,6 +231,7 @@ def _found_by_head(jobs: list[_Job], cache: ContentCache) -> dict[str, list[list
 
 
 def _batches(jobs: list[_Job]) -> Iterator[list[_Job]]:
+    """Batches of about ``_BATCH_BYTES``, the largest files first."""
     batch: list[_Job] = []
     size = 0
     for job in sorted(jobs, key=lambda j: -len(j[2])):

@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING, TypeGuard
 from repoctx.cache import ContentCache
 from repoctx.config import Settings
 from repoctx.deps.graph import DepGraph, Ordering, order_files
-from repoctx.deps.resolve import build_graph, parse_workers, plan_resolution, start_import_scan
+from repoctx.deps.resolve import (
+    ImportScan,
+    ResolvePlan,
+    build_graph,
+    parse_workers,
+    plan_resolution,
+)
 from repoctx.errors import BudgetTooSmallError, NothingToPackError, UsageError
 from repoctx.events import EventSink, Progress, ignore_events
 from repoctx.languages import get_language
@@ -94,6 +100,43 @@ class _Stopwatch:
         self.timings[stage] = self.timings.get(stage, 0.0) + now - self._last
         self._last = now
 
+    def move(self, seconds: float, source: str, destination: str) -> None:
+        """Count ``seconds`` of ``source``'s lap as ``destination``'s (work done inside it)."""
+        self.timings[source] -= seconds
+        self.timings[destination] += seconds
+
+
+class _GraphWork:
+    """Resolving imports into the dependency graph, and ordering it: Python work that this
+    thread does between two batches of token counts once the worker processes have parsed
+    every import (they count meanwhile), else after the counts."""
+
+    def __init__(
+        self, snapshot: Snapshot, imports: ImportScan, plan: ResolvePlan, cache: ContentCache
+    ) -> None:
+        self._snapshot = snapshot
+        self._imports = imports
+        self._plan = plan
+        self._cache = cache
+        self._done: tuple[DepGraph, Ordering] | None = None
+        self.seconds = 0.0  # what it took, once done
+
+    def if_ready(self) -> None:
+        if self._done is None and self._imports.parsed():
+            self._run()
+
+    def result(self) -> tuple[DepGraph, Ordering]:
+        return self._done if self._done is not None else self._run()
+
+    def _run(self) -> tuple[DepGraph, Ordering]:
+        start = time.perf_counter()
+        refs = self._imports.finish(keep_workers=True)
+        graph = build_graph(self._snapshot, refs, self._plan, self._cache)
+        changed = {f.key: f.last_changed for f in self._snapshot.files}
+        self._done = graph, order_files(graph, changed)
+        self.seconds = time.perf_counter() - start
+        return self._done
+
 
 def build_pack(
     roots: Sequence[Path],
@@ -110,18 +153,19 @@ def build_pack(
     model = read_model_info(resolve_model_path(settings.model))
     budget = pack_budget(settings, model)
     early, prepared = _derive_meanwhile(model) if tokenizer is None else (None, None)
+    imports = ImportScan(cache, on_event, early)
     try:
         rules = Rules.from_mapping(settings.rules)
         options = ScanOptions(include=settings.include, exclude=settings.exclude, rules=rules)
-        snapshot = scan(roots, options, cache, on_event)
+        snapshot = scan(roots, options, cache, on_event, imports.offer)
         if not snapshot.files:
             raise NothingToPackError(str(roots[0]), len(snapshot.skipped))
         watch.lap("scan")
         plan = plan_resolution(snapshot, cache)
-        imports = start_import_scan(plan.todo, cache, on_event, early)
+        imports.add(plan.todo)
     except BaseException:
-        if early is not None:  # the worker finishes the ranks (and stores them), then exits
-            early.shutdown(wait=False, cancel_futures=True)
+        # a worker deriving the ranks finishes them (and stores them), then exits
+        imports.abandon()
         raise
     if prepared is not None:
         imports.parse_inline_now()  # what is not for the workers, while one derives
@@ -131,11 +175,16 @@ def build_pack(
     renderer = RENDERERS[FITTED_FORMAT]
     root_names = [root.name for root in snapshot.roots]
     counter = _SegmentCounter(tokenizer, cache, renderer, on_event, model.path, root_names)
-    segments = counter.full_segments(snapshot.files, workers)
-    watch.lap("tokens")
-    graph = build_graph(snapshot, imports.finish(), plan, cache)
-    ordering = order_files(graph, {f.key: f.last_changed for f in snapshot.files})
+    graph_work = _GraphWork(snapshot, imports, plan, cache)
+    try:
+        segments = counter.full_segments(snapshot.files, workers, graph_work.if_ready)
+        meanwhile = graph_work.seconds
+        watch.lap("tokens")
+        graph, ordering = graph_work.result()
+    finally:
+        imports.close()
     watch.lap("graph")
+    watch.move(meanwhile, "tokens", "graph")
     texts = _TextCounts(tokenizer, cache, renderer, root_names)
     inputs = PackInputs(
         renderer=renderer,
@@ -351,8 +400,13 @@ class _SegmentCounter:
         return f"{self.renderer.name}:{state}:{file.blob_id}:{file.key}"
 
     def _segments(
-        self, rendered: dict[str, tuple[SourceFile, str, bool]], workers: Executor | None = None
+        self,
+        rendered: dict[str, tuple[SourceFile, str, bool]],
+        workers: Executor | None = None,
+        between: Callable[[], None] | None = None,
     ) -> dict[str, Segment]:
+        """``between``: work for this thread, called after each batch it has counted or waited
+        for (see ``_GraphWork``)."""
         keys = {name: self._key(file, reduced) for name, (file, _, reduced) in rendered.items()}
         cached = self._cached(keys.values())
         missing = [name for name, key in keys.items() if key not in cached]
@@ -366,6 +420,8 @@ class _SegmentCounter:
             counted.update({keys[name]: count for name, count in zip(batch, counts, strict=True)})
             done += len(batch)
             self.on_event(Progress("tokens", done, len(missing)))
+            if between is not None:
+                between()
         self.cache.put_many(self.namespace, counted)
         totals = {**cached, **counted}
         if self.recent is not None:
@@ -384,11 +440,14 @@ class _SegmentCounter:
         return {key: count for key, count in found.items() if type(count) is int}
 
     def full_segments(
-        self, files: Sequence[SourceFile], workers: Executor | None = None
+        self,
+        files: Sequence[SourceFile],
+        workers: Executor | None = None,
+        between: Callable[[], None] | None = None,
     ) -> dict[str, Segment]:
         """Every file whole; ``workers`` (processes) may count some of them."""
         rendered = {f.key: (f, self.renderer.file(f, f.text, False), False) for f in files}
-        return self._segments(rendered, workers)
+        return self._segments(rendered, workers, between)
 
     def reduced_counts(self, files: list[SourceFile]) -> dict[str, int]:
         """The token counts of ``files``' signatures that are known, by file key, without

@@ -31,7 +31,7 @@ import os
 import stat
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -103,8 +103,13 @@ def scan(
     options: ScanOptions = ScanOptions(),
     cache: ContentCache | None = None,
     on_event: EventSink = ignore_events,
+    on_fresh: Callable[[SourceFile], None] | None = None,
 ) -> Snapshot:
-    """Scan each root (duplicates once) and return its files sorted by path."""
+    """Scan each root (duplicates once) and return its files sorted by path. ``on_fresh``
+    gets each file as soon as it is read, unless a status record vouched for its blob id (as
+    for the unchanged files of a repository scanned before): work on new content can start
+    while the scan goes on. A file offered is as returned but for ``last_changed``, which the
+    end of the scan may still set (changes not committed yet)."""
     started = time.perf_counter()
     classifier = options.rules.classifier()
     filters = _Filters(options)
@@ -117,7 +122,10 @@ def scan(
     total = sum(len(listing.candidates) for listing in listings)
     done = 0
     on_event(Progress("scan", 0, total))
-    readers = [_Reader(listing, classifier, _StatusRecords(cache, listing)) for listing in listings]
+    readers = [
+        _Reader(listing, classifier, _StatusRecords(cache, listing), on_fresh)
+        for listing in listings
+    ]
     for reader in readers:
         for candidate in reader.listing.candidates:
             reader.process(candidate)
@@ -321,8 +329,11 @@ class _StatusRecords:
         self.kept: dict[str, list[int | str]] = {}
         self.settled_before = time.time_ns() - SETTLED_NS
 
-    def blob_id(self, path: str, index_id: str | None, status: os.stat_result, data: bytes) -> str:
-        """The blob id of ``data``, read from ``path`` and of ``status`` after the read."""
+    def blob_id(
+        self, path: str, index_id: str | None, status: os.stat_result, data: bytes
+    ) -> tuple[str, bool]:
+        """The blob id of ``data``, read from ``path`` and of ``status`` after the read, and
+        whether a record vouched for it (else it was hashed)."""
         known: list[int | str] = [
             status.st_size,
             status.st_mtime_ns,
@@ -332,12 +343,12 @@ class _StatusRecords:
         ]
         if index_id is not None and self.stored.get(path) == [*known, index_id]:
             self.kept[path] = [*known, index_id]
-            return index_id
+            return index_id, True
         blob = gitinfo.blob_id(data)
         changed = max(status.st_mtime_ns, status.st_ctime_ns)
         if blob == index_id and changed < self.settled_before:
             self.kept[path] = [*known, blob]
-        return blob
+        return blob, False
 
     def save(self) -> None:
         if self.cache is not None and self.kept != self.stored:
@@ -347,8 +358,15 @@ class _StatusRecords:
 class _Reader:
     """Turns the candidates of one root into SourceFile and SkippedFile entries."""
 
-    def __init__(self, listing: _Listing, classifier: Classifier, status: _StatusRecords) -> None:
+    def __init__(
+        self,
+        listing: _Listing,
+        classifier: Classifier,
+        status: _StatusRecords,
+        on_fresh: Callable[[SourceFile], None] | None = None,
+    ) -> None:
         self.listing = listing
+        self.on_fresh = on_fresh
         self.real = str(listing.path)
         self.base = self.real + os.sep
         self.classifier = classifier
@@ -455,10 +473,13 @@ class _Reader:
             return self._skip(path, verdict.skip, len(data), verdict.detail)
         language = language_for_path(path)
         name, size, last = self.listing.name, len(data), candidate.last_changed
-        blob = self.status.blob_id(path, candidate.index_id, status, data)
-        return SourceFile(
+        blob, vouched = self.status.blob_id(path, candidate.index_id, status, data)
+        found = SourceFile(
             name, path, blob, size, text, language, verdict.kind, last, encoding, verdict.detail
         )
+        if not vouched and self.on_fresh is not None:
+            self.on_fresh(found)
+        return found
 
     def _unreadable(self, path: str, error: OSError) -> SkippedFile:
         self.unreadable.append(path)
