@@ -18,6 +18,7 @@ from repoctx.kv import io as kvio
 from repoctx.kv.store import Entry, KVStore, StateKey
 from repoctx.model import hub
 from repoctx.model.choice import EMBEDDED_NAME, MODEL_ENV, default_model_path
+from repoctx.model.modelfile import read_model_info
 
 FILES = {"app.py": "import util\nprint(util.X)\n", "util.py": "X = 1\n"}
 KEY = StateKey("sha256:model-a", "f16", True, "llama.cpp b5000")
@@ -61,15 +62,19 @@ def test_models_list_json_shows_every_model(home: Path) -> None:
     assert records["llama-3-8b-instruct-gradient-1048k"]["path"] is None
 
 
-def test_pulling_the_embedded_model_needs_no_tokenizer_derived(tmp_path: Path) -> None:
-    """`models pull` stores the tokenizer derived from a model file (see
-    test_other_vocabularies_are_still_derived), so that the first pack with the model reads it;
-    the embedded model's ships with repoctx, so nothing is derived or stored for it."""
+def test_pulling_a_model_derives_its_tokenizer(tmp_path: Path) -> None:
+    """`models pull` stores the tokenizer derived from the model file, so that the first pack
+    with the model reads it instead of deriving it."""
     home = tmp_path / "home"
     done = repoctx("models", "pull", hub.EMBEDDED_NAME, home=home)
     assert done.returncode == 0, done.stderr
     assert Path(done.stdout.strip()) == default_model_path()
-    assert not (home / "cache" / "tokenizers").exists()
+    fingerprint = read_model_info(default_model_path()).vocab_fingerprint
+    (stored,) = (home / "cache" / "tokenizers").iterdir()
+    assert stored.name == f"{fingerprint}.ranks"
+    written = stored.stat().st_mtime_ns
+    assert repoctx("models", "pull", hub.EMBEDDED_NAME, home=home).returncode == 0
+    assert stored.stat().st_mtime_ns == written  # found, not derived again
 
 
 def test_every_listed_name_works_as_model_flag_and_environment(

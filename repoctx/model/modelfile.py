@@ -28,6 +28,11 @@ from repoctx.model.ggufread import GGUFError, UnsupportedVersion
 
 _VOCAB_PREFIX = "tokenizer.ggml."
 _WANTED_ARRAYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type")
+# what deriving tiktoken ranks reads (repoctx.tokens.bperanks): these entries whole, and whether
+# a file names its fill-in-the-middle tokens (then llama.cpp matches them in raw text)
+_RANKS_ENTRIES = frozenset(("tokenizer.ggml.model", "tokenizer.ggml.pre", *_WANTED_ARRAYS))
+_FIM_NAMES = ("fim_pre", "prefix", "fim_suf", "suffix", "fim_mid", "middle", "fim_pad", "fim_rep")
+FIM_ID_KEYS = frozenset(f"tokenizer.ggml.{name}_token_id" for name in (*_FIM_NAMES, "fim_sep"))
 _SAMPLES = 16
 _SAMPLE_BYTES = 64 * 1024
 _MEMO_LIMIT = 64
@@ -57,6 +62,9 @@ class ModelInfo:
     fingerprint: str  # content identity of the whole file, see ``fingerprint``
     vocab_fingerprint: str | None  # identity of the ``tokenizer.ggml.*`` metadata alone
     shape: ModelShape | None = None  # None for vocabulary-only files
+    # identity of what tiktoken ranks are derived from (tokens, types, merges, pre-tokenizer):
+    # the same for every model built on one vocabulary, whatever its special token ids
+    ranks_fingerprint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,7 @@ class _Header:
     values: dict[str, Any]  # scalar and string values; arrays are left out
     array_lengths: dict[str, int]
     vocab_digest: str | None
+    ranks_digest: str | None
     data_offset: int
     tensor_count: int
     file_size: int
@@ -149,12 +158,15 @@ def _mapped(path: Path) -> Iterator[mmap.mmap]:
 
 def _read_kvs(
     cursor: ggufread.Cursor, kv_count: int, arrays: dict[str, list[Any]] | None
-) -> tuple[dict[str, Any], dict[str, int], str | None]:
+) -> tuple[dict[str, Any], dict[str, int], str | None, str | None]:
     """Read every key/value; keep scalars and strings, skip arrays unless ``arrays`` asks for
-    the vocabulary ones, and hash the raw ``tokenizer.ggml.*`` entries as they go by."""
+    the vocabulary ones, and hash the raw ``tokenizer.ggml.*`` entries as they go by: all of
+    them (the vocabulary's fingerprint), and those ranks are derived from (``_RANKS_ENTRIES``)."""
     values: dict[str, Any] = {}
     lengths: dict[str, int] = {}
     digest = hashlib.sha256(b"repoctx-vocab-1\0")
+    ranks = hashlib.sha256(b"repoctx-ranks-1\0")
+    fim_keys: list[str] = []
     seen_vocab = False
     wanted = _WANTED_ARRAYS if arrays is not None else ()
     for entry in ggufread.entries(cursor, kv_count, wanted.__contains__):
@@ -167,13 +179,20 @@ def _read_kvs(
         if entry.key.startswith(_VOCAB_PREFIX):
             seen_vocab = True
             digest.update(cursor.buffer[entry.start : entry.end])
-    return values, lengths, digest.hexdigest()[:32] if seen_vocab else None
+            if entry.key in _RANKS_ENTRIES:
+                ranks.update(cursor.buffer[entry.start : entry.end])
+            elif entry.key in FIM_ID_KEYS:
+                fim_keys.append(entry.key)
+    if not seen_vocab:
+        return values, lengths, None, None
+    ranks.update("\0".join(sorted(fim_keys)).encode())
+    return values, lengths, digest.hexdigest()[:32], ranks.hexdigest()[:32]
 
 
 def _parse(path: Path, buffer: mmap.mmap, arrays: dict[str, list[Any]] | None) -> _Header:
     try:
         cursor, tensor_count, kv_count = ggufread.open_cursor(buffer)
-        values, lengths, digest = _read_kvs(cursor, kv_count, arrays)
+        values, lengths, digest, ranks_digest = _read_kvs(cursor, kv_count, arrays)
         data_offset = ggufread.data_offset(cursor, tensor_count, values.get("general.alignment"))
     except UnsupportedVersion as error:
         raise ModelError(
@@ -181,7 +200,7 @@ def _parse(path: Path, buffer: mmap.mmap, arrays: dict[str, list[Any]] | None) -
         ) from None
     except GGUFError as error:
         raise _not_gguf(path, str(error)) from None
-    return _Header(values, lengths, digest, data_offset, tensor_count, cursor.size)
+    return _Header(values, lengths, digest, ranks_digest, data_offset, tensor_count, cursor.size)
 
 
 def _content_fingerprint(buffer: mmap.mmap, data_offset: int) -> str:
@@ -231,7 +250,7 @@ def _header_and_fingerprint(path: Path) -> tuple[_Header, str]:
 # index keeps blob ids: trusted while path, size, mtime, ctime (which no tool sets back),
 # inode and device all match, and written only for a file settled for a while, so that a
 # change within the same clock tick as the last one cannot go unseen.
-_REMEMBERED_VERSION = 1
+_REMEMBERED_VERSION = 2  # 2: the ranks digest
 _SETTLED_NS = 2_000_000_000
 
 
@@ -301,6 +320,7 @@ def _model_info(path: Path, header: _Header, content_fingerprint: str) -> ModelI
         fingerprint=content_fingerprint,
         vocab_fingerprint=header.vocab_digest,
         shape=_shape(values, architecture, header),
+        ranks_fingerprint=header.ranks_digest,
     )
 
 

@@ -212,8 +212,8 @@ def build_pack(
 
 def _derive_meanwhile(model: ModelInfo) -> tuple[Executor | None, Future[Prepared] | None]:
     """The first time this machine sees the model's vocabulary, its tokenizer is derived from
-    the model file (a fraction of a second): a worker process starts on it at once, while this
-    thread scans, and then parses imports beside the import parser's own workers."""
+    the model file, or read from the ranks repoctx ships (up to a second): a worker process
+    starts on it at once, while this thread scans, and then parses imports and counts."""
     if (os.cpu_count() or 1) < 2 or not ranks_to_derive(model.path):
         return None, None
     from concurrent.futures import ProcessPoolExecutor  # multiprocessing: slow to import

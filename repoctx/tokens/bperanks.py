@@ -5,7 +5,6 @@ See ``repoctx.tokens.count`` for why ranks taken from merge order reproduce llam
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import marshal
 import re
@@ -18,7 +17,9 @@ from repoctx import fsutil, paths
 from repoctx.errors import TokenizerError
 from repoctx.events import EventSink, Notice
 from repoctx.model.modelfile import ModelInfo, Vocabulary, read_vocabulary
+from repoctx.tokens import shippedranks
 from repoctx.tokens.pretokenizers import PRE_TOKENIZERS
+from repoctx.tokens.ranktable import Ranks
 
 # llama.cpp matches user-defined tokens in raw text even with parse_special off, after overriding
 # attributes by text: end-of-generation texts become control tokens, fill-in-the-middle texts too
@@ -46,17 +47,6 @@ _AMBIGUOUS_PATTERN = re.compile(
 
 # cached ranks are read back only by the same format, marshal and Python versions
 _CACHE_MAGIC = f"repoctx-ranks-2 {marshal.version} {sys.version_info[:2]}\n".encode()
-
-
-@dataclasses.dataclass(frozen=True)
-class Ranks:
-    """What tiktoken needs for one vocabulary; derived once and cached on disk."""
-
-    pieces: list[bytes]  # the 256 single bytes in order, then every other mergeable string
-    ranks: list[int]  # its tiktoken rank
-    ids: list[int]  # its GGUF token id; -1 for a byte the vocabulary lacks (dropped)
-    user_defined: list[tuple[str, int]]  # texts matched before BPE, and their ids
-    control: list[tuple[str, int]]  # control tokens (chat template markers), and their ids
 
 
 class _Unsupported(Exception):
@@ -353,8 +343,9 @@ def _at_once(found: Ranks) -> Callable[[], Ranks]:
 
 def ranks_to_derive(info: ModelInfo) -> bool:
     """Whether the cache has no file for ``info``'s vocabulary, so that ``cached_ranks`` will
-    derive its ranks from the model file (a fraction of a second, the first time this machine
-    sees the vocabulary). A stat, no read: a file there is checked when it is read."""
+    derive its ranks from the model file, or read the ones repoctx ships (up to a second, the
+    first time this machine sees the vocabulary). A stat, no read: a file there is checked
+    when it is read."""
     try:
         return not _cache_path(info).is_file()
     except OSError:
@@ -386,16 +377,19 @@ def cached_ranks(info: ModelInfo, on_event: EventSink) -> Ranks | str:
 
 
 def _derive_and_store(info: ModelInfo, on_event: EventSink, replacing: bool) -> Ranks | str:
-    """Derive the ranks of ``info``'s vocabulary (or why it has none) from the model file, and
-    store them in the cache, atomically. ``replacing``: the cache file there could not be used
-    (a notice says it was rebuilt)."""
+    """Derive the ranks of ``info``'s vocabulary (or why it has none) from the model file, or
+    read those repoctx ships for it (``shippedranks``), and store them in the cache,
+    atomically. ``replacing``: the cache file there could not be used (a notice says it was
+    rebuilt)."""
     path = _cache_path(info)
     if replacing:
         on_event(Notice(f"tokenizer cache {path} was unreadable or corrupt; rebuilt it"))
-    try:
-        result: Ranks | str = derive_ranks(read_vocabulary(info.path))
-    except _Unsupported as reason:
-        result = str(reason)
+    result: Ranks | str | None = shippedranks.shipped_ranks(info, on_event)
+    if result is None:
+        try:
+            result = derive_ranks(read_vocabulary(info.path))
+        except _Unsupported as reason:
+            result = str(reason)
     try:
         paths.ensure_private_dir(path.parent)
         fsutil.atomic_write(path, _pack(body_of(result)))

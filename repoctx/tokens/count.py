@@ -23,15 +23,14 @@ import threading
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from repoctx.errors import TokenizerError
-from repoctx.events import Event, EventSink, Notice, ignore_events
+from repoctx.events import Event, EventSink, ignore_events
 from repoctx.model.modelfile import ModelInfo, read_model_info
-from repoctx.tokens import bperanks, shippedranks
-from repoctx.tokens.bperanks import Ranks
+from repoctx.tokens import bperanks
 from repoctx.tokens.pretokenizers import PRE_TOKENIZERS, PreTokenizer, for_tiktoken
+from repoctx.tokens.ranktable import Ranks
 
 if TYPE_CHECKING:  # a run whose counts all come from the cache imports neither
     from concurrent.futures import Executor, Future
@@ -372,7 +371,7 @@ def ranks_to_derive(model_path: str | os.PathLike[str]) -> bool:
     with _LOCK:
         if _key(info) in _TOKENIZERS:
             return False
-    return shippedranks.shipped_path(info) is None and bperanks.ranks_to_derive(info)
+    return bperanks.ranks_to_derive(info)
 
 
 def prepare_in_worker(model_path: str) -> Prepared:
@@ -429,27 +428,7 @@ def _ranks(
             found = bperanks.ranks_from_body(body, info, on_event)
             if found is not None:
                 return found
-    shipped = shippedranks.shipped_ranks(info, _derived_instead(info, on_event))
-    return shipped if shipped is not None else bperanks.cached_ranks_later(info, on_event)
-
-
-def _derived_instead(info: ModelInfo, on_event: EventSink) -> Callable[[Path], Ranks]:
-    """What replaces shipped ranks that do not read back: the ranks derived from the model
-    file (and cached), with a notice."""
-
-    def derive(damaged: Path) -> Ranks:
-        on_event(
-            Notice(
-                f"{damaged}: this file of repoctx's installation is damaged; derived the "
-                "tokenizer from the model file instead (reinstall repoctx to mend it)"
-            )
-        )
-        ranks = bperanks.cached_ranks(info, on_event)
-        if isinstance(ranks, str):
-            raise TokenizerError(f"{info.path}: no tokenizer ranks after all ({ranks})")
-        return ranks
-
-    return derive
+    return bperanks.cached_ranks_later(info, on_event)
 
 
 def _bpe_tokenizer(

@@ -1,13 +1,18 @@
-"""Ranks that ship with repoctx, for the embedded default model's vocabulary: its first pack on a
-machine reads them (milliseconds) instead of deriving them from the model file (a third of a
-second of a cold run's critical path). Files are named by the vocabulary's fingerprint, so a
-model whose vocabulary differs in any way never reads them.
+"""Ranks that ship with repoctx, for the vocabularies most packs use: the embedded default
+model's, and Llama 3's (the target models'), so that the first pack on a machine reads them
+(milliseconds) instead of deriving them from the model file (a third of a second for the
+embedded vocabulary, over a second for Llama 3's, on the cold run's critical path).
+
+Each file is named by the vocabulary's ranks fingerprint (``ModelInfo.ranks_fingerprint``: a
+digest of every entry derivation reads, taken as the model file's header is read), so any model
+file built on the same vocabulary finds it, whatever its special token ids or name, and one
+whose vocabulary differs in anything derivation reads never does.
 
 Unlike the cache's files (marshal, which each Python version reads only in its own format),
 these are portable: a magic line, then zlib of a JSON header line and four sections (piece
 lengths as uint16, ranks and ids as int32, little-endian, then the pieces' bytes).
 
-``write_shipped(MODEL)`` writes the file for a model's vocabulary; a test says when to.
+``write_shipped(MODEL)`` writes the file of a model's vocabulary; a test says when to.
 """
 
 from __future__ import annotations
@@ -16,13 +21,13 @@ import json
 import sys
 import zlib
 from array import array
-from collections.abc import Callable
 from itertools import accumulate, pairwise
 from pathlib import Path
 
 from repoctx import fsutil
+from repoctx.events import EventSink, Notice
 from repoctx.model.modelfile import ModelInfo, read_model_info, read_vocabulary
-from repoctx.tokens.bperanks import Ranks, derive_ranks
+from repoctx.tokens.ranktable import Ranks
 
 SHIPPED_DIR = Path(__file__).with_name("shipped")
 _MAGIC = b"repoctx-shipped-ranks-1\n"
@@ -33,11 +38,29 @@ class DamagedShippedRanks(Exception):
 
 
 def shipped_path(info: ModelInfo) -> Path | None:
-    """The shipped file for ``info``'s vocabulary, if repoctx ships one. A stat, no read."""
-    if info.vocab_fingerprint is None:
+    """The shipped file of ``info``'s vocabulary, if repoctx ships one. A stat, no read."""
+    if info.ranks_fingerprint is None:
         return None
-    path = SHIPPED_DIR / f"{info.vocab_fingerprint}.ranks"
+    path = SHIPPED_DIR / f"{info.ranks_fingerprint}.ranks"
     return path if path.is_file() else None
+
+
+def shipped_ranks(info: ModelInfo, on_event: EventSink) -> Ranks | None:
+    """The ranks repoctx ships for ``info``'s vocabulary, or None when it ships none or its
+    file does not read back (a notice says so: the ranks are derived instead)."""
+    path = shipped_path(info)
+    if path is None:
+        return None
+    try:
+        return decode(path.read_bytes())
+    except (OSError, DamagedShippedRanks):
+        on_event(
+            Notice(
+                f"{path}: this file of repoctx's installation is damaged; derived the tokenizer "
+                "from the model file instead (reinstall repoctx to mend it)"
+            )
+        )
+        return None
 
 
 def encode(ranks: Ranks) -> bytes:
@@ -76,25 +99,6 @@ def decode(data: bytes) -> Ranks:
     return Ranks(pieces, ranks.tolist(), ids.tolist(), user_defined, control)
 
 
-def shipped_ranks(
-    info: ModelInfo, on_damage: Callable[[Path], Ranks]
-) -> Callable[[], Ranks] | None:
-    """The shipped ranks of ``info``'s vocabulary, read out on the first call (a run whose counts
-    all come from the cache never reads them), or None when repoctx ships none. A shipped file
-    that does not read back is handed to ``on_damage``, which derives the ranks instead."""
-    path = shipped_path(info)
-    if path is None:
-        return None
-
-    def load() -> Ranks:
-        try:
-            return decode(path.read_bytes())
-        except (OSError, DamagedShippedRanks):
-            return on_damage(path)
-
-    return load
-
-
 def _little_endian(values: array[int]) -> bytes:
     if sys.byteorder == "big":
         values.byteswap()
@@ -114,9 +118,10 @@ def _read_array(code: str, data: bytes, at: int, count: int) -> tuple[array[int]
 
 def write_shipped(model_path: Path) -> Path:
     """Derive the ranks of the model's vocabulary and write them where repoctx ships them."""
+    from repoctx.tokens.bperanks import derive_ranks
+
     info = read_model_info(model_path)
-    ranks = derive_ranks(read_vocabulary(info.path))
-    path = SHIPPED_DIR / f"{info.vocab_fingerprint}.ranks"
+    path = SHIPPED_DIR / f"{info.ranks_fingerprint}.ranks"
     SHIPPED_DIR.mkdir(exist_ok=True)
-    fsutil.atomic_write(path, encode(ranks))
+    fsutil.atomic_write(path, encode(derive_ranks(read_vocabulary(info.path))))
     return path
