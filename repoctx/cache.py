@@ -148,6 +148,25 @@ class ContentCache:
                 )
         return rows
 
+    @_locked
+    def present(self, namespace: str, keys: Iterable[str]) -> set[str]:
+        """Which of ``keys`` have a stored value (not read, nor marked as used)."""
+        wanted = list(dict.fromkeys(keys))
+
+        def select() -> set[str]:
+            found: set[str] = set()
+            for start in range(0, len(wanted), _CHUNK):
+                chunk = wanted[start : start + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                rows = self._db.execute(
+                    f"SELECT key FROM entries WHERE namespace=? AND key IN ({marks})",
+                    [namespace, *chunk],
+                )
+                found.update(key for (key,) in rows)
+            return found
+
+        return self._or_rebuilt(select, set())
+
     def get(self, namespace: str, key: str) -> Any | None:
         return self.get_many(namespace, [key]).get(key)
 

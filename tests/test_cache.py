@@ -40,6 +40,18 @@ def test_reads_mark_an_entry_used_at_most_once_an_hour(monkeypatch: pytest.Monke
     assert used(cache, "a") == 1_000_000.0 + 4200 and used(cache, "b") == 1_000_000.0
 
 
+def test_presence_is_told_without_reading_or_marking_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock(1_000_000.0)
+    monkeypatch.setattr(cache_module.time, "time", clock)
+    cache = ContentCache.memory()
+    cache.put_many("ns", {f"k{i}": i for i in range(1500)})  # more than one query's chunk
+    cache.put("other", "k1", 1)
+    clock.now += 7200
+    wanted = [f"k{i}" for i in range(0, 3000, 2)]
+    assert cache.present("ns", wanted) == {f"k{i}" for i in range(0, 1500, 2)}
+    assert used(cache, "k0") == 1_000_000.0
+
+
 def test_the_least_recently_used_entries_are_evicted_to_stay_under_the_cap(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -21,6 +21,7 @@ from repoctx.config import FORMATS, Settings
 from repoctx.deps import resolve
 from repoctx.deps.graph import backward_violations
 from repoctx.errors import BudgetTooSmallError, NothingToPackError, UsageError
+from repoctx.model.choice import default_model_path
 from repoctx.model.modelfile import Vocabulary, read_model_info
 from repoctx.pack import pipeline
 from repoctx.pack.pipeline import SIGNATURES_NAMESPACE, PackResult, build_pack
@@ -724,3 +725,46 @@ def test_the_graph_is_built_once_between_counts_when_every_import_is_parsed(
     work.if_ready()
     graph, _ = work.result()
     assert built == [graph] and graph.edges == pack([repo]).graph.edges
+
+
+def test_a_warm_pack_of_a_plain_folder_reads_no_imports_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain folder's files are hashed (so offered to the import parser) at every run; while
+    the resolution of the last run holds, their imports are only checked for presence."""
+    repo = tmp_path / "plain"
+    write_files(repo, APP)
+    cache = ContentCache.memory()
+    first = pack([repo], cache)
+    read: list[str] = []
+    get_many = ContentCache.get_many
+
+    def reading(self: ContentCache, namespace: str, keys: Iterable[str]) -> dict[str, Any]:
+        wanted = list(keys)
+        if namespace == resolve.CACHE_NAMESPACE:
+            read.extend(wanted)
+        return get_many(self, namespace, wanted)
+
+    monkeypatch.setattr(resolve, "_BATCH_BYTES", 1)  # each file offered is looked up at once
+    monkeypatch.setattr(ContentCache, "get_many", reading)
+    again = pack([repo], cache)
+    assert read == [] and again.graph.edges == first.graph.edges
+
+
+@pytest.mark.parametrize(("model", "workers"), [("embedded", 1), ("gpt2", 2)])
+def test_first_sight_adds_a_worker_only_to_derive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: str, workers: int
+) -> None:
+    """Reading shipped ranks takes a worker milliseconds before it parses: none is added for
+    it, as one is to derive (on two cores, one parses)."""
+    monkeypatch.setenv("REPOCTX_HOME", str(tmp_path))
+    monkeypatch.setattr(tokens, "_TOKENIZERS", {})
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    path = default_model_path() if model == "embedded" else GPT2_VOCAB
+    executor, prepared = pipeline._derive_meanwhile(read_model_info(path))
+    assert executor is not None and prepared is not None
+    try:
+        assert executor._max_workers == workers  # type: ignore[attr-defined]
+        assert prepared.result(timeout=60)[1] == []
+    finally:
+        executor.shutdown()

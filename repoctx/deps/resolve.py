@@ -62,11 +62,12 @@ def _extract_batch(jobs: list[_Job]) -> list[_Result]:
 
 
 class ImportScan:
-    """Imports extraction, fed files as they come (``add``; the scan's fresh files while it
-    reads, then the ones the resolution needs), then ``finish()``. Each file is looked up in the
-    cache by blob id, then by head; the misses go to worker processes in batches once there is
-    enough work to pay for them, so that they parse while this thread goes on (scanning, then
-    counting tokens); the rest is parsed here."""
+    """Imports extraction, fed files as they come, then ``finish()``. While the scan reads,
+    ``offer`` gets its fresh files: those the cache does not hold (by blob id, then by head)
+    are parsed ahead, in worker processes in batches once there is enough work to pay for them,
+    while this thread goes on scanning, then counting tokens. ``add`` then names the files
+    whose imports ``finish`` returns (the ones the resolution needs); what no worker parsed is
+    parsed here."""
 
     def __init__(
         self,
@@ -78,30 +79,38 @@ class ImportScan:
         self.on_event = on_event
         self.executor = executor  # started by the caller, or by the first batch sent out
         self.refs: dict[str, list[ImportRef]] = {}
-        self.by_head: dict[
-            str, list[list[object]]
-        ] = {}  # found by their head: stored by blob id too
+        self.by_head: dict[str, list[list[object]]] = {}  # found by head: stored by blob id too
         self.pending: list[Future[list[_Result]]] = []
         self.inline_jobs: list[_Job] = []  # misses not sent out (yet)
         self.inline_bytes = 0
         self.parsed_inline: list[list[_Result]] = []
-        self._seen: set[str] = set()
-        self._offered: list[SourceFile] = []  # waiting for their cache lookup, in one query
+        self._seen: set[str] = set()  # keys looked up, or parsed
+        self._stored: set[str] = set()  # keys the cache holds, their imports not read yet
+        self._offered: list[SourceFile] = []  # waiting for their look-up, in one query
         self._offered_bytes = 0
+        self._total = 0
 
     def offer(self, file: SourceFile) -> None:
-        """``add`` one file, looked up with others once enough have come."""
+        """A file read just now, that the resolution may need: parsed ahead if the cache does
+        not hold its imports (looked up with others once enough have come)."""
         if file.language is None:
             return
         self._offered.append(file)
         self._offered_bytes += file.size
         if self._offered_bytes >= _BATCH_BYTES:
-            self._add_offered()
+            self._look_ahead()
 
     def add(self, files: Sequence[SourceFile]) -> None:
-        """Files whose imports ``finish`` returns; files added before are skipped."""
-        self._offered += [f for f in files if f.language is not None]
-        self._add_offered()
+        """The files whose imports ``finish`` returns."""
+        self._offered, self._offered_bytes = [], 0  # those not added are not needed after all
+        wanted = {imports_cache_key(f): f for f in files if f.language is not None}
+        self._total += len(wanted)
+        stored = [key for key in wanted if key in self._stored and key not in self.refs]
+        self._stored.difference_update(stored)
+        found = self.cache.get_many(CACHE_NAMESPACE, stored)
+        self._seen.difference_update(key for key in stored if key not in found)  # evicted since
+        self._take(found)
+        self._look_up({key: f for key, f in wanted.items() if key not in self._seen})
         self._send_out(final=True)
 
     def parsed(self) -> bool:
@@ -111,10 +120,9 @@ class ImportScan:
     def finish(self, keep_workers: bool = False) -> dict[str, list[ImportRef]]:
         """Every added file's imports, stored in the cache. The worker processes are shut
         down unless ``keep_workers`` (they count tokens too): ``close`` does it then."""
-        self._add_offered()
         fresh: dict[str, list[list[object]]] = dict(self.by_head)
         heads: dict[str, list[list[object]]] = {}
-        total = len(self._seen)
+        total = self._total
         for batch in self._results():
             for key, refs, head_key in batch:
                 fresh[key] = refs
@@ -144,32 +152,43 @@ class ImportScan:
         jobs, self.inline_jobs, self.inline_bytes = self.inline_jobs, [], 0
         self.parsed_inline += [_extract_batch(jobs[i : i + 64]) for i in range(0, len(jobs), 64)]
 
-    def _add_offered(self) -> None:
+    def _look_ahead(self) -> None:
+        """Queue the offered files whose imports the cache does not hold (an existence check:
+        reading those it holds waits for ``add``, which may not need them)."""
         files, self._offered, self._offered_bytes = self._offered, [], 0
         keys = {imports_cache_key(f): f for f in files}
         keys = {key: f for key, f in keys.items() if key not in self._seen}
-        if not keys:
+        present = self.cache.present(CACHE_NAMESPACE, keys)
+        self._stored.update(present)
+        self._seen.update(present)
+        self._look_up({key: f for key, f in keys.items() if key not in present}, cached={})
+
+    def _look_up(self, files: dict[str, SourceFile], cached: dict[str, Any] | None = None) -> None:
+        """Read the imports of ``files`` from the cache, by blob id (unless ``cached`` is what
+        it holds of them), then by head; queue the rest for parsing."""
+        if not files:
             return
-        self._seen.update(keys)
-        cached = self.cache.get_many(CACHE_NAMESPACE, sorted(keys))
-        self.refs.update(
-            {key: [ImportRef.from_json(r) for r in value] for key, value in cached.items()}
-        )
+        self._seen.update(files)
+        if cached is None:
+            cached = self.cache.get_many(CACHE_NAMESPACE, sorted(files))
+        self._take(cached)
         jobs = [
             (key, str(f.language), f.text.encode("utf-8", "surrogatepass"))
-            for key, f in keys.items()
+            for key, f in files.items()
             if key not in cached
         ]
         by_head = _found_by_head(jobs, self.cache)
         self.by_head.update(by_head)
-        self.refs.update(
-            {key: [ImportRef.from_json(r) for r in value] for key, value in by_head.items()}
-        )
+        self._take(by_head)
         for job in jobs:
             if job[0] not in by_head:
                 self.inline_jobs.append(job)
                 self.inline_bytes += len(job[2])
         self._send_out(final=False)
+
+    def _take(self, found: dict[str, Any]) -> None:
+        for key, value in found.items():
+            self.refs[key] = [ImportRef.from_json(r) for r in value]
 
     def _send_out(self, final: bool) -> None:
         """Send the misses to worker processes in batches: once they are enough to pay for

@@ -46,6 +46,7 @@ from repoctx.tokens.count import (
     prepare_in_worker,
     ranks_to_derive,
 )
+from repoctx.tokens.shippedranks import shipped_path
 
 if TYPE_CHECKING:  # concurrent.futures: imported where worker processes start
     from concurrent.futures import Executor, Future
@@ -212,14 +213,17 @@ def build_pack(
 
 def _derive_meanwhile(model: ModelInfo) -> tuple[Executor | None, Future[Prepared] | None]:
     """The first time this machine sees the model's vocabulary, its tokenizer is derived from
-    the model file, or read from the ranks repoctx ships (up to a second): a worker process
-    starts on it at once, while this thread scans, and then parses imports and counts."""
+    the model file, or read from the ranks repoctx ships (up to a second; shipped ranks take
+    milliseconds): a worker process starts on it at once, while this thread scans, and then
+    parses imports and counts. Deriving takes a worker of its own for a while; reading shipped
+    ranks does not, so no worker is added for it (it would only contend for the cores)."""
     if (os.cpu_count() or 1) < 2 or not ranks_to_derive(model.path):
         return None, None
     from concurrent.futures import ProcessPoolExecutor  # multiprocessing: slow to import
 
+    deriving = shipped_path(model) is None
     try:
-        executor = ProcessPoolExecutor(max_workers=parse_workers() + 1)
+        executor = ProcessPoolExecutor(max_workers=parse_workers() + deriving)
         return executor, executor.submit(prepare_in_worker, os.fspath(model.path))
     except (OSError, NotImplementedError):  # no worker processes here: derived in this thread
         return None, None
