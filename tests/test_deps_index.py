@@ -3,14 +3,17 @@ size or kind included, ignored ones not), and only the edges to packed files are
 
 from __future__ import annotations
 
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from repo_helpers import MakeRepo, write_files
 
 from repoctx.cache import ContentCache
 from repoctx.config import Settings
+from repoctx.deps import resolve as resolve_module
 from repoctx.deps.graph import DepGraph, backward_violations, order_files
 from repoctx.deps.resolve import (
     ResolvePlan,
@@ -207,3 +210,29 @@ def test_an_edit_below_the_last_import_reuses_the_imports_without_a_parse(
     write_files(repo, {"pkg/m.py": "from pkg import other\n" + module})
     found = resolve(repo, cache).imports_of("pkg/m.py")
     assert found == {"proj/pkg/util.py", "proj/pkg/other.py"} and len(parsed) == 1
+
+
+def test_batches_a_worker_could_not_parse_are_parsed_here(
+    make_repo: MakeRepo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that dies (the out-of-memory killer, say) or fails costs its batches a parse
+    here, not the pack."""
+
+    class DeadWorkers(Executor):
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+            future: Future[Any] = Future()
+            future.set_running_or_notify_cancel()
+            future.set_exception(OSError("the worker died"))
+            return future
+
+    repo = make_repo(EXAMPLES_BESIDE_LIB)
+    expected = resolve(repo)
+    snapshot = scan([repo], ScanOptions())
+    cache = ContentCache.memory()
+    plan = plan_resolution(snapshot, cache)
+    monkeypatch.setattr(resolve_module, "_PARALLEL_MIN_BYTES", 0)
+    imports = resolve_module.ImportScan(cache, executor=DeadWorkers())
+    imports.add(plan.todo)
+    assert imports.pending and imports.parsed()
+    graph = build_graph(snapshot, imports.finish(), plan, cache)
+    assert graph.edges == expected.graph.edges and graph.edges

@@ -80,7 +80,7 @@ class ImportScan:
         self.executor = executor  # started by the caller, or by the first batch sent out
         self.refs: dict[str, list[ImportRef]] = {}
         self.by_head: dict[str, list[list[object]]] = {}  # found by head: stored by blob id too
-        self.pending: list[Future[list[_Result]]] = []
+        self.pending: list[tuple[Future[list[_Result]], list[_Job]]] = []
         self.inline_jobs: list[_Job] = []  # misses not sent out (yet)
         self.inline_bytes = 0
         self.parsed_inline: list[list[_Result]] = []
@@ -115,7 +115,7 @@ class ImportScan:
 
     def parsed(self) -> bool:
         """Whether ``finish`` would find every file parsed (no wait, no parse here)."""
-        return not self.inline_jobs and all(future.done() for future in self.pending)
+        return not self.inline_jobs and all(future.done() for future, _ in self.pending)
 
     def finish(self, keep_workers: bool = False) -> dict[str, list[ImportRef]]:
         """Every added file's imports, stored in the cache. The worker processes are shut
@@ -204,13 +204,16 @@ class ImportScan:
         if not final and self.inline_bytes < _BATCH_BYTES:
             return
         for batch in _batches(self.inline_jobs):
-            self.pending.append(self.executor.submit(_extract_batch, batch))
+            self.pending.append((self.executor.submit(_extract_batch, batch), batch))
         self.inline_jobs, self.inline_bytes = [], 0
 
     def _results(self) -> Iterator[list[_Result]]:
         yield from self.parsed_inline
-        for future in self.pending:
-            yield future.result()
+        for future, batch in self.pending:
+            try:
+                yield future.result()
+            except Exception:  # a worker that failed (or died, or was shut down): parsed here
+                yield _extract_batch(batch)
         for start in range(0, len(self.inline_jobs), 64):
             yield _extract_batch(self.inline_jobs[start : start + 64])
 
