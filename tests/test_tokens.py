@@ -142,6 +142,52 @@ def test_random_text_matches_llama_cpp(
     assert tokens.load_tokenizer(VOCABS[name]).encode(text) == reference(name, text)
 
 
+def _fresh(name: str) -> tokens.TiktokenTokenizer:
+    """A tokenizer of its own (not the memoized one), that has built no encoder yet."""
+    info = read_model_info(VOCABS[name])
+    tokenizer = tokens._bpe_tokenizer(info, bperanks.cached_ranks(info, lambda event: None))
+    assert isinstance(tokenizer, tokens.TiktokenTokenizer)
+    return tokenizer
+
+
+@pytest.mark.parametrize("name", BPE)
+def test_short_texts_encode_before_the_whole_encoder_is_built(
+    name: str, reference: Callable[[str, str], list[int]]
+) -> None:
+    """Up to a count, a short text is encoded with the ranks of its own substrings (a follow-up
+    question's prompt needs a few): exactly as llama.cpp does, and the whole vocabulary's
+    encoder is not built; after that count, it is."""
+    tokenizer = _fresh(name)
+    short = [text for text in SNIPPETS if len(text.encode()) * tokenizer._tables.longest < 65536]
+    assert len(short) > 10
+    for text in short:
+        tokenizer._tables._small_left = 1
+        assert tokenizer.encode(text) == reference(name, text), text
+    assert tokenizer._tables._full is None
+    tokenizer._tables._small_left = 0
+    assert tokenizer.encode(short[0]) == reference(name, short[0])
+    assert tokenizer._tables._full is not None
+
+
+@pytest.mark.parametrize("name", BPE)
+@given(
+    text=st.text(alphabet="aZé中 \t\n\r'stvmdlRE0159٣½²!.,;-_😀\u0301\u00a0<|>\ud800", max_size=40)
+)
+@settings(max_examples=100, deadline=None)
+def test_random_short_texts_encode_alone_as_with_the_whole_encoder(
+    name: str, text: str, short_tokenizers: dict[str, tokens.TiktokenTokenizer]
+) -> None:
+    tokenizer = short_tokenizers[name]
+    tokenizer._tables._small_left = 1
+    assert tokenizer.encode(text) == tokens.load_tokenizer(VOCABS[name]).encode(text)
+    assert tokenizer._tables._full is None
+
+
+@pytest.fixture(scope="module")
+def short_tokenizers() -> dict[str, tokens.TiktokenTokenizer]:
+    return {name: _fresh(name) for name in BPE}
+
+
 @pytest.mark.parametrize("name", BPE)
 def test_every_code_point(name: str, reference: Callable[[str, str], list[int]]) -> None:
     """Each code point between letters, digits and spaces: the Unicode tables agree."""

@@ -96,16 +96,30 @@ def _valid(text: str) -> str:
     return text
 
 
+# a text this short is encoded with the ranks of its own substrings only (milliseconds) until
+# the whole vocabulary's encoder is built (tens of milliseconds; for Llama 3's, a tenth of a
+# second): a follow-up question's prompt adds a few short texts to cached ids. After so many,
+# the whole encoder is built after all (it pays for itself).
+_SMALL_TEXT_SUBSTRINGS = 64 * 1024
+_SMALL_ENCODERS = 16
+
+
 class _Tables:
-    """What a TiktokenTokenizer encodes with, made from its ranks."""
+    """What a TiktokenTokenizer encodes with, made from its ranks. The encoder of the whole
+    vocabulary is built on first need (``encoding``); until then, a short text gets one made of
+    the ranks of its substrings (``encoding_for``). That is exact: tiktoken's BPE of a piece
+    only looks up byte strings inside the piece, and those the vocabulary holds (no token is
+    longer than its longest) are all there, with their ranks."""
 
     def __init__(self, name: str, pre: PreTokenizer, ranks: Ranks) -> None:
-        import tiktoken
-
-        mergeable = dict(zip(ranks.pieces, ranks.ranks, strict=True))
-        self.encoding = tiktoken.Encoding(
-            name, pat_str=for_tiktoken(pre.pattern), mergeable_ranks=mergeable, special_tokens={}
-        )
+        self._name = name
+        self._pattern = for_tiktoken(pre.pattern)
+        self._ranks = ranks
+        self._full: tiktoken.Encoding | None = None
+        self._building = threading.Lock()
+        self._small_left = _SMALL_ENCODERS
+        self._rank_of: dict[bytes, int] | None = None  # made for the small encoders
+        self.longest = max(map(len, ranks.pieces))
         self.id_of_rank: dict[int, int] | None = None
         pairs = zip(ranks.ranks, ranks.ids, strict=True)
         if ranks.ranks != ranks.ids and any(r != t and t >= 0 for r, t in pairs):
@@ -116,17 +130,66 @@ class _Tables:
         self.dropped_chars = _chars_containing(missing)
         self.dropped_ascii = "".join(chr(byte) for byte in missing if byte < 0x80)
         self.control = dict(ranks.control)
-        self.control_re = (
-            re.compile("|".join(re.escape(t) for t in sorted(self.control, key=len, reverse=True)))
-            if self.control
-            else None
-        )
+        self._control_longest_first = sorted(self.control, key=len, reverse=True)
         self.user_defined = sorted(ranks.user_defined, key=lambda item: -len(item[0]))
         self.user_defined_re = (
             re.compile("|".join(re.escape(text) for text, _ in self.user_defined))
             if self.user_defined
             else None
         )
+
+    @property
+    def encoding(self) -> tiktoken.Encoding:
+        """The encoder of the whole vocabulary."""
+        if self._full is None:
+            with self._building:
+                if self._full is None:
+                    ranks = self._ranks
+                    rank_of = self._rank_of or dict(zip(ranks.pieces, ranks.ranks, strict=True))
+                    self._full = self._encoder(rank_of)
+        return self._full
+
+    def encoding_for(self, text: str) -> tiktoken.Encoding:
+        """An encoder that encodes ``text`` as ``encoding`` does: that one for a long text, or
+        after ``_SMALL_ENCODERS`` others, else one of the ranks of ``text``'s substrings."""
+        small = self._full is None and self._small_left > 0
+        if not small or len(text) * self.longest > _SMALL_TEXT_SUBSTRINGS:
+            return self.encoding
+        data = _valid(text).encode("utf-8")
+        if len(data) * self.longest > _SMALL_TEXT_SUBSTRINGS:
+            return self.encoding
+        inside = {
+            data[start:end]
+            for start in range(len(data))
+            for end in range(start + 2, min(len(data), start + self.longest) + 1)
+        }
+        self._small_left -= 1
+        if self._rank_of is None:
+            self._rank_of = dict(zip(self._ranks.pieces, self._ranks.ranks, strict=True))
+        rank_of = self._rank_of
+        mergeable = {piece: rank_of[piece] for piece in self._ranks.pieces[:256]}
+        mergeable.update((piece, rank_of[piece]) for piece in inside if piece in rank_of)
+        return self._encoder(mergeable)
+
+    def _encoder(self, mergeable: dict[bytes, int]) -> tiktoken.Encoding:
+        import tiktoken
+
+        return tiktoken.Encoding(
+            self._name, pat_str=self._pattern, mergeable_ranks=mergeable, special_tokens={}
+        )
+
+    def control_split(self, text: str) -> list[str | int]:
+        """``text`` cut at the control tokens in it (leftmost first, longest first where
+        several start at one place), as texts and their ids."""
+        present = [token for token in self._control_longest_first if token in text]
+        if not present:
+            return [text]
+        found: list[str | int] = []
+        position = 0
+        for match in re.finditer("|".join(map(re.escape, present)), text):
+            found += [text[position : match.start()], self.control[match.group()]]
+            position = match.end()
+        return [*found, text[position:]]
 
     def may_drop(self, text: str) -> bool:
         """Whether ``text`` may hold a byte the vocabulary lacks (its ranks are then removed)."""
@@ -184,7 +247,7 @@ class TiktokenTokenizer(Tokenizer):
 
     def _ordinary(self, text: str) -> list[int]:
         tables = self._tables
-        ranks = tables.encoding.encode_ordinary(text)
+        ranks = tables.encoding_for(text).encode_ordinary(text)
         if tables.may_drop(text):
             ranks = [rank for rank in ranks if rank not in tables.dropped_ranks]
         if tables.id_of_rank is None:
@@ -205,15 +268,13 @@ class TiktokenTokenizer(Tokenizer):
         return next((text for text, i in self._tables.control.items() if i == token_id), None)
 
     def encode_markup(self, text: str) -> list[int]:
-        tables = self._tables
-        if tables.control_re is None:
-            return self.encode(text)
         ids: list[int] = []
-        position = 0
-        for match in tables.control_re.finditer(text):
-            ids += [*self.encode(text[position : match.start()]), tables.control[match.group()]]
-            position = match.end()
-        return ids + self.encode(text[position:])
+        for part in self._tables.control_split(text):
+            if isinstance(part, int):
+                ids.append(part)
+            elif part:
+                ids += self.encode(part)
+        return ids
 
     def count(self, text: str) -> int:
         tables = self._tables
