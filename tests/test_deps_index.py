@@ -3,6 +3,7 @@ size or kind included, ignored ones not), and only the edges to packed files are
 
 from __future__ import annotations
 
+import concurrent.futures
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -236,3 +237,17 @@ def test_batches_a_worker_could_not_parse_are_parsed_here(
     assert imports.pending and imports.parsed()
     graph = build_graph(snapshot, imports.finish(), plan, cache)
     assert graph.edges == expected.graph.edges and graph.edges
+
+
+def test_imports_parse_here_where_worker_processes_cannot_start(
+    make_repo: MakeRepo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refused(*args: object, **kwargs: object) -> None:
+        raise OSError(38, "Function not implemented")
+
+    repo = make_repo(EXAMPLES_BESIDE_LIB)
+    expected = resolve(repo)
+    monkeypatch.setattr(resolve_module, "_PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", refused)
+    result = build_pack([repo], Settings(), ContentCache.memory())
+    assert result.graph.edges == expected.graph.edges and result.graph.edges

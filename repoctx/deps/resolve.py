@@ -89,6 +89,7 @@ class ImportScan:
         self._offered: list[SourceFile] = []  # waiting for their look-up, in one query
         self._offered_bytes = 0
         self._total = 0
+        self._no_workers = False  # worker processes could not start: everything parses here
 
     def offer(self, file: SourceFile) -> None:
         """A file read just now, that the resolution may need: parsed ahead if the cache does
@@ -196,11 +197,15 @@ class ImportScan:
         if not self.pending and self.inline_bytes < _PARALLEL_MIN_BYTES:
             return
         if self.executor is None:
-            if parse_workers() < 1:
+            if parse_workers() < 1 or self._no_workers:
                 return
             from concurrent.futures import ProcessPoolExecutor  # multiprocessing: slow to import
 
-            self.executor = ProcessPoolExecutor(max_workers=parse_workers())
+            try:
+                self.executor = ProcessPoolExecutor(max_workers=parse_workers())
+            except (OSError, NotImplementedError):  # no worker processes here (no semaphores)
+                self._no_workers = True
+                return
         if not final and self.inline_bytes < _BATCH_BYTES:
             return
         for batch in _batches(self.inline_jobs):
