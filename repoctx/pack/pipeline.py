@@ -182,8 +182,10 @@ def build_pack(
         meanwhile = graph_work.seconds
         watch.lap("tokens")
         graph, ordering = graph_work.result()
-    finally:
-        imports.close()
+    except BaseException:
+        imports.abandon()  # Ctrl-C, say: no waiting for the workers' batches
+        raise
+    imports.close()
     watch.lap("graph")
     watch.move(meanwhile, "tokens", "graph")
     texts = _TextCounts(tokenizer, cache, renderer, root_names)
