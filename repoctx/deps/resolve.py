@@ -80,7 +80,10 @@ class ImportScan:
         self.executor = executor  # started by the caller, or by the first batch sent out
         self.refs: dict[str, list[ImportRef]] = {}
         self.by_head: dict[str, list[list[object]]] = {}  # found by head: stored by blob id too
-        self.pending: list[tuple[Future[list[_Result]], list[_Job]]] = []
+        # batches sent out, and their files by key and language (parsed here should one fail;
+        # not their sources: the files hold the texts, and bytes kept would add to the peak)
+        self.pending: list[tuple[Future[list[_Result]], list[tuple[str, str]]]] = []
+        self._files: dict[str, SourceFile] = {}
         self.inline_jobs: list[_Job] = []  # misses not sent out (yet)
         self.inline_bytes = 0
         self.parsed_inline: list[list[_Result]] = []
@@ -170,11 +173,12 @@ class ImportScan:
         if not files:
             return
         self._seen.update(files)
+        self._files.update(files)
         if cached is None:
             cached = self.cache.get_many(CACHE_NAMESPACE, sorted(files))
         self._take(cached)
         jobs = [
-            (key, str(f.language), f.text.encode("utf-8", "surrogatepass"))
+            (key, str(f.language), self._source(key))
             for key, f in files.items()
             if key not in cached
         ]
@@ -186,6 +190,9 @@ class ImportScan:
                 self.inline_jobs.append(job)
                 self.inline_bytes += len(job[2])
         self._send_out(final=False)
+
+    def _source(self, key: str) -> bytes:
+        return self._files[key].text.encode("utf-8", "surrogatepass")
 
     def _take(self, found: dict[str, Any]) -> None:
         for key, value in found.items():
@@ -209,7 +216,8 @@ class ImportScan:
         if not final and self.inline_bytes < _BATCH_BYTES:
             return
         for batch in _batches(self.inline_jobs):
-            self.pending.append((self.executor.submit(_extract_batch, batch), batch))
+            future = self.executor.submit(_extract_batch, batch)
+            self.pending.append((future, [(key, language) for key, language, _ in batch]))
         self.inline_jobs, self.inline_bytes = [], 0
 
     def _results(self) -> Iterator[list[_Result]]:
@@ -218,7 +226,9 @@ class ImportScan:
             try:
                 yield future.result()
             except Exception:  # a worker that failed (or died, or was shut down): parsed here
-                yield _extract_batch(batch)
+                yield _extract_batch(
+                    [(key, language, self._source(key)) for key, language in batch]
+                )
         for start in range(0, len(self.inline_jobs), 64):
             yield _extract_batch(self.inline_jobs[start : start + 64])
 
