@@ -18,7 +18,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -135,9 +135,7 @@ class ContentCache:
         rows: list[tuple[str, bytes]] = []
         now = time.time()
         with self._db:
-            for start in range(0, len(keys), _CHUNK):
-                chunk = keys[start : start + _CHUNK]
-                marks = ",".join("?" * len(chunk))
+            for marks, chunk in _chunks(keys):
                 args = [namespace, *chunk]
                 rows += self._db.execute(
                     f"SELECT key, value FROM entries WHERE namespace=? AND key IN ({marks})", args
@@ -155,9 +153,7 @@ class ContentCache:
 
         def select() -> set[str]:
             found: set[str] = set()
-            for start in range(0, len(wanted), _CHUNK):
-                chunk = wanted[start : start + _CHUNK]
-                marks = ",".join("?" * len(chunk))
+            for marks, chunk in _chunks(wanted):
                 rows = self._db.execute(
                     f"SELECT key FROM entries WHERE namespace=? AND key IN ({marks})",
                     [namespace, *chunk],
@@ -239,6 +235,13 @@ class ContentCache:
     @_locked
     def close(self) -> None:
         self._db.close()
+
+
+def _chunks(keys: list[str]) -> Iterator[tuple[str, list[str]]]:
+    """``keys`` in chunks that one statement takes, each with its placeholders ("?,?,...")."""
+    for start in range(0, len(keys), _CHUNK):
+        chunk = keys[start : start + _CHUNK]
+        yield ",".join("?" * len(chunk)), chunk
 
 
 def _open_file(location: Path) -> sqlite3.Connection:

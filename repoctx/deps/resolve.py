@@ -85,7 +85,6 @@ class ImportScan:
         self.pending: list[tuple[Future[list[_Result]], list[tuple[str, str]]]] = []
         self._files: dict[str, SourceFile] = {}
         self.inline_jobs: list[_Job] = []  # misses not sent out (yet)
-        self.inline_bytes = 0
         self.parsed_inline: list[list[_Result]] = []
         self._seen: set[str] = set()  # keys looked up, or parsed
         self._stored: set[str] = set()  # keys the cache holds, their imports not read yet
@@ -153,8 +152,8 @@ class ImportScan:
     def parse_inline_now(self) -> None:
         """Parse the files left to this thread now rather than in ``finish`` (while a worker
         process derives the tokenizer, say)."""
-        jobs, self.inline_jobs, self.inline_bytes = self.inline_jobs, [], 0
-        self.parsed_inline += [_extract_batch(jobs[i : i + 64]) for i in range(0, len(jobs), 64)]
+        jobs, self.inline_jobs = self.inline_jobs, []
+        self.parsed_inline += _parse_here(jobs)
 
     def _look_ahead(self) -> None:
         """Queue the offered files whose imports the cache does not hold (an existence check:
@@ -185,10 +184,7 @@ class ImportScan:
         by_head = _found_by_head(jobs, self.cache)
         self.by_head.update(by_head)
         self._take(by_head)
-        for job in jobs:
-            if job[0] not in by_head:
-                self.inline_jobs.append(job)
-                self.inline_bytes += len(job[2])
+        self.inline_jobs += [job for job in jobs if job[0] not in by_head]
         self._send_out(final=False)
 
     def _source(self, key: str) -> bytes:
@@ -201,24 +197,22 @@ class ImportScan:
     def _send_out(self, final: bool) -> None:
         """Send the misses to worker processes in batches: once they are enough to pay for
         starting them, then each full batch, and at the end (``final``) what is left."""
-        if not self.pending and self.inline_bytes < _PARALLEL_MIN_BYTES:
+        waiting = sum(len(job[2]) for job in self.inline_jobs)
+        if not self.pending and waiting < _PARALLEL_MIN_BYTES:
             return
         if self.executor is None:
-            if parse_workers() < 1 or self._no_workers:
+            if self._no_workers:
                 return
-            from concurrent.futures import ProcessPoolExecutor  # multiprocessing: slow to import
-
-            try:
-                self.executor = ProcessPoolExecutor(max_workers=parse_workers())
-            except (OSError, NotImplementedError):  # no worker processes here (no semaphores)
-                self._no_workers = True
+            self.executor = worker_pool(parse_workers())
+            self._no_workers = self.executor is None
+            if self.executor is None:
                 return
-        if not final and self.inline_bytes < _BATCH_BYTES:
+        if not final and waiting < _BATCH_BYTES:
             return
         for batch in _batches(self.inline_jobs):
             future = self.executor.submit(_extract_batch, batch)
             self.pending.append((future, [(key, language) for key, language, _ in batch]))
-        self.inline_jobs, self.inline_bytes = [], 0
+        self.inline_jobs = []
 
     def _results(self) -> Iterator[list[_Result]]:
         yield from self.parsed_inline
@@ -229,13 +223,29 @@ class ImportScan:
                 yield _extract_batch(
                     [(key, language, self._source(key)) for key, language in batch]
                 )
-        for start in range(0, len(self.inline_jobs), 64):
-            yield _extract_batch(self.inline_jobs[start : start + 64])
+        yield from _parse_here(self.inline_jobs)
+
+
+def _parse_here(jobs: list[_Job]) -> list[list[_Result]]:
+    return [_extract_batch(jobs[start : start + 64]) for start in range(0, len(jobs), 64)]
 
 
 def parse_workers() -> int:
     """How many worker processes parse imports: a core stays with the caller's tokenizer."""
     return min((os.cpu_count() or 1) - 1, 8)
+
+
+def worker_pool(workers: int) -> Executor | None:
+    """``workers`` worker processes, or None where none can start (one core, or no
+    semaphores): the caller does the work itself."""
+    if workers < 1:
+        return None
+    from concurrent.futures import ProcessPoolExecutor  # multiprocessing: slow to import
+
+    try:
+        return ProcessPoolExecutor(max_workers=workers)
+    except (OSError, NotImplementedError):
+        return None
 
 
 def start_import_scan(

@@ -27,6 +27,7 @@ from repoctx.deps.resolve import (
     build_graph,
     parse_workers,
     plan_resolution,
+    worker_pool,
 )
 from repoctx.errors import BudgetTooSmallError, NothingToPackError, UsageError
 from repoctx.events import EventSink, Progress, ignore_events
@@ -221,14 +222,10 @@ def _derive_meanwhile(model: ModelInfo) -> tuple[Executor | None, Future[Prepare
     ranks does not, so no worker is added for it (it would only contend for the cores)."""
     if (os.cpu_count() or 1) < 2 or not ranks_to_derive(model.path):
         return None, None
-    from concurrent.futures import ProcessPoolExecutor  # multiprocessing: slow to import
-
-    deriving = shipped_path(model) is None
-    try:
-        executor = ProcessPoolExecutor(max_workers=parse_workers() + deriving)
-        return executor, executor.submit(prepare_in_worker, os.fspath(model.path))
-    except (OSError, NotImplementedError):  # no worker processes here: derived in this thread
+    executor = worker_pool(parse_workers() + (shipped_path(model) is None))
+    if executor is None:  # no worker processes here: derived in this thread
         return None, None
+    return executor, executor.submit(prepare_in_worker, os.fspath(model.path))
 
 
 def _view(pack: Pack, root_names: list[str], viewer: _SegmentCounter) -> Pack:

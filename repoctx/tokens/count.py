@@ -118,7 +118,7 @@ class _Tables:
         self._full: tiktoken.Encoding | None = None
         self._building = threading.Lock()
         self._small_left = _SMALL_ENCODERS
-        self._rank_of: dict[bytes, int] | None = None  # made for the small encoders
+        self._rank_of: dict[bytes, int] | None = None
         self.longest = max(map(len, ranks.pieces))
         self.id_of_rank: dict[int, int] | None = None
         pairs = zip(ranks.ranks, ranks.ids, strict=True)
@@ -144,19 +144,22 @@ class _Tables:
         if self._full is None:
             with self._building:
                 if self._full is None:
-                    ranks = self._ranks
-                    rank_of = self._rank_of or dict(zip(ranks.pieces, ranks.ranks, strict=True))
-                    self._full = self._encoder(rank_of)
+                    self._full = self._encoder(self.rank_of)
         return self._full
+
+    @property
+    def rank_of(self) -> dict[bytes, int]:
+        """Each mergeable string's rank."""
+        if self._rank_of is None:
+            self._rank_of = dict(zip(self._ranks.pieces, self._ranks.ranks, strict=True))
+        return self._rank_of
 
     def encoding_for(self, text: str) -> tiktoken.Encoding:
         """An encoder that encodes ``text`` as ``encoding`` does: that one for a long text, or
         after ``_SMALL_ENCODERS`` others, else one of the ranks of ``text``'s substrings."""
-        small = self._full is None and self._small_left > 0
-        if not small or len(text) * self.longest > _SMALL_TEXT_SUBSTRINGS:
-            return self.encoding
         data = _valid(text).encode("utf-8")
-        if len(data) * self.longest > _SMALL_TEXT_SUBSTRINGS:
+        small = self._full is None and self._small_left > 0
+        if not small or len(data) * self.longest > _SMALL_TEXT_SUBSTRINGS:
             return self.encoding
         inside = {
             data[start:end]
@@ -164,9 +167,7 @@ class _Tables:
             for end in range(start + 2, min(len(data), start + self.longest) + 1)
         }
         self._small_left -= 1
-        if self._rank_of is None:
-            self._rank_of = dict(zip(self._ranks.pieces, self._ranks.ranks, strict=True))
-        rank_of = self._rank_of
+        rank_of = self.rank_of
         mergeable = {piece: rank_of[piece] for piece in self._ranks.pieces[:256]}
         mergeable.update((piece, rank_of[piece]) for piece in inside if piece in rank_of)
         return self._encoder(mergeable)
